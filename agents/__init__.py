@@ -1,0 +1,45 @@
+"""Generic learning agents (PPO, Q-learning) for any env with discrete actions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from agents.base import Agent
+
+__all__ = ["load_agent"]
+
+
+def load_agent(path: str | Path, device: str | torch.device | None = None) -> Agent:
+    """A trained agent from a run directory, its ``checkpoints/`` folder, or one checkpoint.
+
+    The agent is rebuilt from the config and env spaces stored in the checkpoint (no env is
+    made) and its saved state is loaded; nothing is unpickled.
+
+    Args:
+        path: run directory (uses ``checkpoints/latest``) or checkpoint directory.
+        device: where to put the agent; defaults to the device of the saved run, or CPU
+            when that device is not available here.
+    """
+    import torch
+    from hydra.utils import instantiate
+
+    from agents.checkpoint import load_checkpoint
+    from agents.spaces import space_from_json
+
+    state, meta = load_checkpoint(path)
+    agent_cfg: dict[str, Any] = dict(meta["agent_config"])
+    if device is None:
+        saved = str(agent_cfg.get("device", "cpu"))
+        device = saved if not saved.startswith("cuda") or torch.cuda.is_available() else "cpu"
+    agent_cfg["device"] = str(device)
+    agent = instantiate(
+        agent_cfg,
+        observation_space=space_from_json(meta["observation_space"]),
+        action_space=space_from_json(meta["action_space"]),
+    )
+    agent.load_state_dict(state["agent"])
+    return agent

@@ -1,0 +1,112 @@
+"""The agent protocol and the typed batches that flow between rollouts and agents.
+
+An agent never owns an environment. The training loop steps a vector env, asks the
+agent for actions (:meth:`Agent.explore`), stores the transitions time-major in a
+:class:`Rollout`, and hands the rollout to :meth:`Agent.learn`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class PolicyStep:
+    """What an agent returns when it acts during training.
+
+    Shapes: ``actions`` (B,); ``log_probs`` and ``values`` (B,) or ``None`` for agents
+    that do not produce them (value-based agents return ``None``).
+    """
+
+    actions: Tensor
+    log_probs: Tensor | None = None
+    values: Tensor | None = None
+
+
+@dataclass
+class Rollout:
+    """Transitions collected from a vector env, stored time-major.
+
+    Shapes: T steps, B envs, A actions.
+        obs, next_obs: (T, B, *obs_shape); ``next_obs[t]`` is the observation that
+            followed ``actions[t]``; for a step that ended an episode it is the
+            final observation of that episode (not the reset observation).
+        action_masks, next_action_masks: (T, B, A) bool, True = legal.
+        actions: (T, B) int64.
+        log_probs, values: (T, B) float32 from the behaviour policy (zeros when the
+            agent produced none).
+        rewards: (T, B) float32.
+        terminated, truncated: (T, B) bool.
+    """
+
+    obs: Tensor
+    action_masks: Tensor
+    actions: Tensor
+    log_probs: Tensor
+    values: Tensor
+    rewards: Tensor
+    terminated: Tensor
+    truncated: Tensor
+    next_obs: Tensor
+    next_action_masks: Tensor
+
+    @property
+    def done(self) -> Tensor:
+        """(T, B) bool: the episode ended at this step (terminated or truncated)."""
+        return self.terminated | self.truncated
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.actions.shape[0])
+
+    @property
+    def num_envs(self) -> int:
+        return int(self.actions.shape[1])
+
+    def to(self, device: torch.device | str) -> Rollout:
+        return Rollout(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """What every learning algorithm in ``agents/`` provides.
+
+    Agents are built from the env's spaces: ``Agent(observation_space, action_space, ...)``.
+    ``rollout_steps`` tells the training loop how many vector-env steps to collect
+    before each call to :meth:`learn`.
+    """
+
+    rollout_steps: int
+    device: torch.device
+
+    def act(self, obs: Tensor, action_mask: Tensor | None = None, deterministic: bool = False) -> Tensor:
+        """Actions (B,) for a batch of observations (B, ...). Never picks a masked action."""
+        ...
+
+    def explore(self, obs: Tensor, action_mask: Tensor | None = None) -> PolicyStep:
+        """Act for training (sampling / exploration), returning what ``learn`` needs."""
+        ...
+
+    def learn(self, rollout: Rollout) -> dict[str, float]:
+        """Update from a rollout; return metrics named ``loss/...``, ``diag/...``, ``charts/...``."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: weights, optimizer, schedules, counters."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def masked_logits(logits: Tensor, action_mask: Tensor | None) -> Tensor:
+    """Logits with illegal actions pushed to the most negative finite value.
+
+    Shapes: logits (B, A); action_mask (B, A) bool or int, nonzero = legal.
+    """
+    if action_mask is None:
+        return logits
+    return logits.masked_fill(~action_mask.bool(), torch.finfo(logits.dtype).min)

@@ -1,0 +1,124 @@
+"""Evaluate a policy deterministically: ``python -m agents.evaluate run=<run dir>``.
+
+The env config names its evaluation settings (for Tic-Tac-Toe: against the random and the
+perfect opponent, as X and as O); each is played for ``episodes`` episodes and reported as
+win / draw / loss rates (when the env reports outcomes) and mean return.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from agents.base import Agent
+from agents.rollout import action_mask_from_info, as_tensor
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def play_episodes(agent: Agent, env: Any, episodes: int, seed: int, progress: bool = False) -> dict[str, float]:
+    """Play exactly ``episodes`` episodes, ``ceil(episodes / B)`` per env slot, so short games are not over-counted."""
+    num_envs = env.num_envs
+    quota = torch.full((num_envs,), episodes // num_envs, dtype=torch.long)
+    quota[: episodes % num_envs] += 1
+    num_actions = int(env.single_action_space.n)
+    obs, info = env.reset(seed=seed)
+    device = agent.device
+    played = torch.zeros(num_envs, dtype=torch.long)
+    running = torch.zeros(num_envs)
+    returns: list[float] = []
+    outcomes: list[int] = []
+    bar = tqdm(total=episodes, disable=not progress, leave=False, unit="ep")
+    while bool((played < quota).any()):
+        mask = action_mask_from_info(info, "action_mask", num_envs, num_actions, device)
+        actions = agent.act(as_tensor(obs, device), mask, deterministic=True)
+        obs, rewards, terminated, truncated, info = env.step(actions)
+        running += as_tensor(rewards, torch.device("cpu")).float()
+        done = (as_tensor(terminated, torch.device("cpu")) | as_tensor(truncated, torch.device("cpu"))).bool()
+        counted = done & (played < quota)
+        returns.extend(running[counted].tolist())
+        if "outcome" in info:
+            outcomes.extend(as_tensor(info["outcome"], torch.device("cpu"))[counted].long().tolist())
+        played += counted.long()
+        running[done] = 0.0
+        bar.update(int(counted.sum()))
+    bar.close()
+    result = {"episodes": float(len(returns)), "mean_return": sum(returns) / max(len(returns), 1)}
+    if outcomes:
+        n = len(outcomes)
+        result |= {
+            "win_rate": sum(o > 0 for o in outcomes) / n,
+            "draw_rate": sum(o == 0 for o in outcomes) / n,
+            "loss_rate": sum(o < 0 for o in outcomes) / n,
+            "losses": float(sum(o < 0 for o in outcomes)),
+        }
+    return result
+
+
+def evaluate_agent(
+    agent: Agent, env_cfg: DictConfig, *, seed: int, device: torch.device | str,
+    episodes: int | None = None, progress: bool = False,
+) -> dict[str, float]:
+    """Metrics ``eval/<setting>/<name>`` for every setting in ``env_cfg.evaluation.settings``."""
+    evaluation = env_cfg.evaluation
+    episodes = int(episodes or evaluation.episodes)
+    results: dict[str, float] = {}
+    for index, (setting, overrides) in enumerate(evaluation.settings.items()):
+        kwargs = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
+        env = instantiate(env_cfg.vector, num_envs=min(int(evaluation.num_envs), episodes), device=str(device), **kwargs)
+        try:
+            metrics = play_episodes(agent, env, episodes, seed=seed + index, progress=progress)
+        finally:
+            env.close()
+        results |= {f"eval/{setting}/{name}": value for name, value in metrics.items()}
+    return results
+
+
+def format_table(results: dict[str, float], title: str = "") -> str:
+    """A plain-text table, one row per evaluation setting."""
+    settings = sorted({key.split("/")[1] for key in results if key.startswith("eval/")})
+    has_outcomes = any(key.endswith("/win_rate") for key in results)
+    header = f"{'setting':<16}{'episodes':>10}" + (f"{'win %':>10}{'draw %':>10}{'loss %':>10}" if has_outcomes else "")
+    header += f"{'return':>10}"
+    lines = [title, header, "-" * len(header)] if title else [header, "-" * len(header)]
+    for setting in settings:
+        row = results
+        line = f"{setting:<16}{int(row[f'eval/{setting}/episodes']):>10}"
+        if has_outcomes:
+            for name in ("win_rate", "draw_rate", "loss_rate"):
+                line += f"{100 * row.get(f'eval/{setting}/{name}', float('nan')):>10.2f}"
+        line += f"{row[f'eval/{setting}/mean_return']:>10.3f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from agents import load_agent
+    from agents.checkpoint import load_checkpoint
+    from agents.train import resolve_device
+
+    device = resolve_device(cfg.device)
+    _, meta = load_checkpoint(cfg.run)
+    run_cfg = OmegaConf.create(meta["config"])
+    agent = load_agent(cfg.run, device=device)
+    results = evaluate_agent(agent, run_cfg.env, seed=int(cfg.seed), device=device, episodes=cfg.episodes,
+                             progress=True)
+    print(format_table(results, title=f"{cfg.run}: deterministic policy"))
+    out = Path(HydraConfig.get().runtime.output_dir) / "eval_metrics.json"
+    out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    log.info("wrote %s", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The only place that writes to TensorBoard.
+
+Agents and loops return metric dicts; a :class:`TensorBoardLogger` turns them into event
+files under the run directory (scalars, text, hparams). :class:`NullLogger` discards them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+
+class NullLogger:
+    """Keeps nothing; use with ``logger=none``."""
+
+    def __init__(self, log_dir: str | Path | None = None) -> None:
+        self.log_dir = log_dir
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def text(self, tag: str, text: str, step: int = 0) -> None:
+        pass
+
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class TensorBoardLogger(NullLogger):
+    """Writes scalars, text and hparams to TensorBoard event files in ``log_dir``."""
+
+    def __init__(self, log_dir: str | Path, flush_secs: int = 10) -> None:
+        super().__init__(log_dir)
+        self.writer = SummaryWriter(log_dir=str(log_dir), flush_secs=flush_secs)
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        for key, value in metrics.items():
+            value = float(value)
+            if math.isfinite(value):
+                self.writer.add_scalar(key, value, step)
+
+    def text(self, tag: str, text: str, step: int = 0) -> None:
+        self.writer.add_text(tag, text, step)
+
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        """Register this run in the HParams tab: flat ``hparams`` against final ``metrics``.
+
+        The HParams tab reads the metric values from the scalar stream, so log them (under
+        the same names) with :meth:`log` as well.
+        """
+        clean = {k: _hparam_value(v) for k, v in hparams.items()}
+        experiment, session_start, session_end = hparams_summary(clean, dict(metrics))
+        file_writer = self.writer._get_file_writer()
+        for summary in (experiment, session_start, session_end):
+            file_writer.add_summary(summary)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+def _hparam_value(value: Any) -> int | float | str | bool:
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"agent": {"lr": 1e-3}}`` -> ``{"agent.lr": 1e-3}`` (lists kept as values)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
