@@ -7,11 +7,27 @@ agent for actions (:meth:`Agent.explore`), stores the transitions time-major in 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+Observation = Tensor | dict[str, Tensor]
+"""A batch of observations: one tensor, or a dict of tensors (e.g. token ids and attention mask)."""
+
+
+def map_observation(fn: Callable[[Tensor], Tensor], obs: Observation) -> Observation:
+    """Apply ``fn`` to ``obs``, or to every tensor of a dict observation."""
+    if isinstance(obs, dict):
+        return {key: fn(value) for key, value in obs.items()}
+    return fn(obs)
+
+
+def move_observation(obs: Observation, device: torch.device | str) -> Observation:
+    """``obs`` (a tensor or a dict of tensors) on ``device``."""
+    return map_observation(lambda x: x.to(device), obs)
 
 
 @dataclass
@@ -32,7 +48,7 @@ class Rollout:
     """Transitions collected from a vector env, stored time-major.
 
     Shapes: T steps, B envs, A actions.
-        obs, next_obs: (T, B, *obs_shape); ``next_obs[t]`` is the observation that
+        obs, next_obs: (T, B, *obs_shape), or a dict of such tensors; ``next_obs[t]`` is the observation that
             followed ``actions[t]``; for a step that ended an episode it is the
             final observation of that episode (not the reset observation).
         action_masks, next_action_masks: (T, B, A) bool, True = legal.
@@ -43,7 +59,7 @@ class Rollout:
         terminated, truncated: (T, B) bool.
     """
 
-    obs: Tensor
+    obs: Observation
     action_masks: Tensor
     actions: Tensor
     log_probs: Tensor
@@ -51,7 +67,7 @@ class Rollout:
     rewards: Tensor
     terminated: Tensor
     truncated: Tensor
-    next_obs: Tensor
+    next_obs: Observation
     next_action_masks: Tensor
 
     @property
@@ -68,7 +84,7 @@ class Rollout:
         return int(self.actions.shape[1])
 
     def to(self, device: torch.device | str) -> Rollout:
-        return Rollout(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return Rollout(**{f.name: move_observation(getattr(self, f.name), device) for f in fields(self)})
 
 
 @runtime_checkable

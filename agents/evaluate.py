@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from agents.base import Agent
-from agents.rollout import action_mask_from_info, as_tensor
+from agents.rollout import action_mask_from_info, as_observation, as_tensor
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def play_episodes(agent: Agent, env: Any, episodes: int, seed: int, progress: bo
     bar = tqdm(total=episodes, disable=not progress, leave=False, unit="ep")
     while bool((played < quota).any()):
         mask = action_mask_from_info(info, "action_mask", num_envs, num_actions, device)
-        actions = agent.act(as_tensor(obs, device), mask, deterministic=True)
+        actions = agent.act(as_observation(obs, device), mask, deterministic=True)
         obs, rewards, terminated, truncated, info = env.step(actions)
         running += as_tensor(rewards, torch.device("cpu")).float()
         done = (as_tensor(terminated, torch.device("cpu")) | as_tensor(truncated, torch.device("cpu"))).bool()

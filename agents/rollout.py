@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.base import Agent, Rollout
+from agents.base import Agent, Observation, Rollout
 
 
 @dataclass
@@ -37,6 +37,13 @@ class EpisodeStats:
         return out
 
 
+def as_observation(value: Any, device: torch.device) -> Observation:
+    """A batch of observations from an env as a tensor (or dict of tensors) on ``device``."""
+    if isinstance(value, dict):
+        return {key: as_tensor(item, device) for key, item in value.items()}
+    return as_tensor(value, device)
+
+
 def as_tensor(value: Any, device: torch.device) -> Tensor:
     return value.to(device) if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value), device=device)
 
@@ -46,6 +53,19 @@ def action_mask_from_info(info: dict[str, Any], key: str, num_envs: int, num_act
     if key in info:
         return as_tensor(info[key], device).bool()
     return torch.ones(num_envs, num_actions, dtype=torch.bool, device=device)
+
+
+def _stack(values: list[Any]) -> Observation:
+    if isinstance(values[0], dict):
+        return {key: torch.stack([value[key] for value in values]) for key in values[0]}
+    return torch.stack(values)
+
+
+def _where_rows(rows: Tensor, chosen: Observation, other: Observation) -> Observation:
+    """Per row of the batch: ``chosen`` where ``rows`` is True, else ``other``."""
+    if isinstance(chosen, dict):
+        return {key: _where_rows(rows, chosen[key], other[key]) for key in chosen}
+    return torch.where(rows.view(-1, *([1] * (chosen.dim() - 1))), chosen, other)
 
 
 class RolloutCollector:
@@ -62,7 +82,7 @@ class RolloutCollector:
         self.num_envs = env.num_envs
         self.num_actions = int(env.single_action_space.n)
         obs, info = env.reset(seed=seed)
-        self.obs = as_tensor(obs, self.device)
+        self.obs = as_observation(obs, self.device)
         self.mask = self._mask(info, "action_mask")
         self.episode_return = torch.zeros(self.num_envs, device=self.device)
         self.episode_length = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
@@ -78,17 +98,15 @@ class RolloutCollector:
         for _ in range(num_steps):
             policy = self.agent.explore(self.obs, self.mask)
             obs, rewards, terminated, truncated, info = self.env.step(policy.actions)
-            obs = as_tensor(obs, self.device)
+            obs = as_observation(obs, self.device)
             rewards = as_tensor(rewards, self.device).float()
             terminated = as_tensor(terminated, self.device).bool()
             truncated = as_tensor(truncated, self.device).bool()
             done = terminated | truncated
             next_obs, next_mask = obs, self._mask(info, "action_mask")
             if bool(done.any()):
-                final_obs = as_tensor(info["final_obs"], self.device)
+                next_obs = _where_rows(done, as_observation(info["final_obs"], self.device), obs)
                 final_mask = self._mask(info, "final_action_mask") & ~done[:, None]
-                rows = done.view(-1, *([1] * (obs.dim() - 1)))
-                next_obs = torch.where(rows, final_obs, obs)
                 next_mask = torch.where(done[:, None], final_mask, next_mask)
             zeros = torch.zeros(self.num_envs, device=self.device)
             for name, value in (
@@ -102,7 +120,7 @@ class RolloutCollector:
             self._track_episodes(rewards, done, info, stats)
             self.obs, self.mask = obs, self._mask(info, "action_mask")
             self.env_steps += self.num_envs
-        rollout = Rollout(**{name: torch.stack(values) for name, values in steps.items()})
+        rollout = Rollout(**{name: _stack(values) for name, values in steps.items()})
         return rollout, stats
 
     def _track_episodes(self, rewards: Tensor, done: Tensor, info: dict[str, Any], stats: EpisodeStats) -> None:

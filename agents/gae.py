@@ -1,0 +1,116 @@
+"""Generalized Advantage Estimation: the one implementation every agent calls.
+
+With ``delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)``, the advantage is
+``A_t = delta_t + gamma * lam * (1 - done_t) * A_{t+1}`` and the return target is
+``R_t = A_t + V(s_t)``.
+
+``terminated`` (the episode reached a terminal state) cuts the bootstrap: the value of the
+next state is zero. ``done`` (terminated or truncated) cuts the trace: the next step belongs
+to another episode. A truncated step therefore still bootstraps from ``next_values``, which
+must hold the value of the episode's final observation, not of the reset observation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _check_inputs(
+    rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor, done: Tensor
+) -> None:
+    named = {
+        "rewards": rewards,
+        "values": values,
+        "next_values": next_values,
+        "terminated": terminated,
+        "done": done,
+    }
+    for name, tensor in named.items():
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"gae: {name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if rewards.dim() != 2:
+        raise ValueError(f"gae: rewards must be (T, B), got shape {tuple(rewards.shape)}")
+    for name, tensor in named.items():
+        if tensor.shape != rewards.shape:
+            raise ValueError(
+                f"gae: {name} has shape {tuple(tensor.shape)}, expected (T, B) = {tuple(rewards.shape)} "
+                "like rewards"
+            )
+        if tensor.device != rewards.device:
+            raise ValueError(f"gae: {name} is on {tensor.device}, rewards on {rewards.device}")
+    for name in ("rewards", "values", "next_values"):
+        if not named[name].is_floating_point():
+            raise TypeError(f"gae: {name} must be a floating-point tensor, got {named[name].dtype}")
+    for name in ("terminated", "done"):
+        if named[name].dtype != torch.bool:
+            raise TypeError(f"gae: {name} must be a bool tensor, got {named[name].dtype}")
+
+
+def gae(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    done: Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[Tensor, Tensor]:
+    """Advantages and return targets by GAE(gamma, lam), computed backwards in time.
+
+    Shapes: rewards, values, next_values, terminated, done: (T, B) -> advantages, returns: (T, B).
+
+    Args:
+        rewards: reward received after the action at step t (any float dtype).
+        values: V(s_t) from the behaviour policy's critic.
+        next_values: V(s_{t+1}); for a step that ended an episode, the value of its final
+            observation (ignored when that step is terminated).
+        terminated: bool, the step reached a terminal state (no bootstrap).
+        done: bool, the step ended the episode, terminated or truncated (trace reset).
+        gamma: discount factor.
+        lam: GAE trace-decay parameter (0 = one-step TD, 1 = Monte Carlo with bootstrap).
+
+    Returns:
+        ``(advantages, returns)``, float32 on the inputs' device; ``returns = advantages + values``.
+    """
+    _check_inputs(rewards, values, next_values, terminated, done)
+    rewards, values, next_values = (x.to(torch.float32) for x in (rewards, values, next_values))
+    bootstrap = (~terminated).to(torch.float32)
+    continues = (~done).to(torch.float32)
+    deltas = rewards + gamma * bootstrap * next_values - values
+    advantages = torch.empty_like(deltas)
+    running = deltas.new_zeros(deltas.shape[1])
+    for t in reversed(range(deltas.shape[0])):
+        running = deltas[t] + gamma * lam * continues[t] * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+def gae_reference(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    done: Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[Tensor, Tensor]:
+    """GAE as a plain double loop over envs and steps, in Python floats: the test oracle.
+
+    Shapes: rewards, values, next_values, terminated, done: (T, B) -> advantages, returns: (T, B).
+    """
+    _check_inputs(rewards, values, next_values, terminated, done)
+    num_steps, num_envs = rewards.shape
+    r, v, nv = rewards.tolist(), values.tolist(), next_values.tolist()
+    term, dn = terminated.tolist(), done.tolist()
+    advantages = [[0.0] * num_envs for _ in range(num_steps)]
+    for b in range(num_envs):
+        following = 0.0
+        for t in reversed(range(num_steps)):
+            next_value = 0.0 if term[t][b] else nv[t][b]
+            delta = r[t][b] + gamma * next_value - v[t][b]
+            trace = 0.0 if dn[t][b] else following
+            advantages[t][b] = delta + gamma * lam * trace
+            following = advantages[t][b]
+    adv = torch.tensor(advantages, dtype=torch.float32, device=rewards.device).reshape(num_steps, num_envs)
+    return adv, adv + values.to(torch.float32)

@@ -1,0 +1,95 @@
+"""End to end: a tiny training run logs, checkpoints, evaluates, reloads and resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import agents
+import agents.checkpoint
+from agents import train
+from tests.test_config import compose_config
+
+TINY = [
+    "num_envs=8",
+    "train.total_env_steps=256",
+    "train.checkpoint_every=1",
+    "train.progress=false",
+    "env.evaluation.episodes=40",
+    "env.evaluation.num_envs=20",
+]
+AGENT_OVERRIDES = {
+    "ppo": ["agent.rollout_steps=16"],
+    "qlearning": ["agent.rollout_steps=4", "agent.learning_starts=32", "agent.batch_size=16"],
+    "qlearning_tabular": ["agent.rollout_steps=4"],
+}
+
+
+def tiny_config(agent: str, *extra: str):
+    return compose_config([f"agent={agent}", *TINY, *AGENT_OVERRIDES[agent], *extra])
+
+
+@pytest.mark.parametrize("agent_name", sorted(AGENT_OVERRIDES))
+def test_tiny_run_writes_events_checkpoint_and_metrics(tmp_path, agent_name):
+    metrics = train.run(tiny_config(agent_name), tmp_path)
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+    assert (tmp_path / "checkpoints" / "latest").is_file()
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["perf/env_steps"] >= 256
+    for setting in ("random_as_x", "random_as_o", "perfect_as_x", "perfect_as_o"):
+        rates = [metrics[f"eval/{setting}/{k}"] for k in ("win_rate", "draw_rate", "loss_rate")]
+        assert sum(rates) == pytest.approx(1.0)
+        assert metrics[f"eval/{setting}/episodes"] == 40
+
+    loaded = agents.load_agent(tmp_path)
+    fresh_obs = torch.randint(-1, 2, (64, 9), dtype=torch.int8)
+    mask = fresh_obs == 0
+    mask[:, 0] = True
+    original = train.build(tiny_config(agent_name), torch.device("cpu"))[1]
+    original.load_state_dict(loaded.state_dict())
+    assert torch.equal(loaded.act(fresh_obs, mask, deterministic=True), original.act(fresh_obs, mask, deterministic=True))
+    actions = loaded.act(fresh_obs, mask, deterministic=True)
+    assert bool(mask.gather(1, actions[:, None]).all())
+
+
+def test_same_seed_same_result(tmp_path):
+    first = train.run(tiny_config("ppo"), tmp_path / "a")
+    second = train.run(tiny_config("ppo"), tmp_path / "b")
+    assert first == {**second, "perf/train_seconds": first["perf/train_seconds"]}
+    different = train.run(tiny_config("ppo", "seed=1"), tmp_path / "c")
+    assert any(first[k] != different[k] for k in first if k.startswith("eval/"))
+
+
+def test_resume_continues_from_checkpoint(tmp_path):
+    train.run(tiny_config("ppo"), tmp_path / "a")
+    resumed = tiny_config("ppo", f"resume={tmp_path / 'a'}", "train.total_env_steps=512")
+    metrics = train.run(resumed, tmp_path / "b")
+    assert metrics["perf/env_steps"] == 512
+    state_a, _ = agents.checkpoint.load_checkpoint(tmp_path / "a")
+    state_b, _ = agents.checkpoint.load_checkpoint(tmp_path / "b")
+    assert state_b["trainer"]["updates"] == 2 * state_a["trainer"]["updates"]
+
+
+def test_ctrl_c_writes_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny_config("ppo", "train.checkpoint_every=1000")
+    calls = {"n": 0}
+    original = train.RolloutCollector.collect
+
+    def interrupted(self, num_steps):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, num_steps)
+
+    monkeypatch.setattr(train.RolloutCollector, "collect", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(cfg, tmp_path)
+    state, _ = agents.checkpoint.load_checkpoint(tmp_path)
+    assert state["trainer"]["updates"] == 1
+
+
+def test_bad_device_is_a_clear_error():
+    with pytest.raises(ValueError, match="device='tpu'"):
+        train.resolve_device("tpu")
