@@ -1,0 +1,35 @@
+"""RLHF framed as Gymnasium environments: Tic-Tac-Toe and text generation.
+
+``import rlenv`` registers every env id with Gymnasium; entry points are strings, so
+nothing heavy is imported until an env is made.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+
+__version__ = "0.1.0"
+
+ENV_IDS = ("rlenv/TicTacToe-v0", "rlenv/TextGeneration-v0")
+
+
+def _register(env_id: str, entry_point: str, vector_entry_point: str) -> None:
+    if env_id not in gymnasium.registry:
+        gymnasium.register(env_id, entry_point=entry_point, vector_entry_point=vector_entry_point)
+
+
+def register_envs() -> None:
+    """Register every rlenv env id with Gymnasium (safe to call more than once)."""
+    _register(
+        "rlenv/TicTacToe-v0",
+        "rlenv.tictactoe.env:TicTacToeEnv",
+        "rlenv.tictactoe.vector_env:TicTacToeVectorEnv",
+    )
+    _register(
+        "rlenv/TextGeneration-v0",
+        "rlenv.text.env:TextGenerationEnv",
+        "rlenv.text.vector_env:TextGenerationVectorEnv",
+    )
+
+
+register_envs()

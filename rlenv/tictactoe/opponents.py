@@ -1,0 +1,282 @@
+"""Opponents for the Tic-Tac-Toe envs and the exact minimax solution of the game.
+
+An opponent answers ``act(boards, legal, generator) -> moves`` for a batch of boards seen
+from its own side (``+1`` its marks, ``-1`` the agent's). The minimax solution covers all
+``3**9`` perspective boards and is computed once per device, so perfect play is a lookup.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import Any, Protocol, cast
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rlenv.tictactoe.rules import (
+    NUM_CELLS,
+    all_boards,
+    apply_moves,
+    board_index,
+    is_full,
+    legal_moves,
+    winners,
+)
+
+ILLEGAL_VALUE = -2
+"""Entry of :func:`move_values` for an occupied cell (below every game value)."""
+
+Policy = Callable[[Tensor, Tensor], Any]
+"""``policy(obs, mask) -> actions``. Shapes: obs (B, 9) int8, mask (B, 9) bool -> (B,)."""
+
+
+class Opponent(Protocol):
+    def act(self, boards: Tensor, legal: Tensor, generator: torch.Generator) -> Tensor:
+        """Shapes: boards (B, 9) int8 own perspective, legal (B, 9) bool -> (B,) int64."""
+        ...
+
+
+@cache
+def _solution(device: torch.device) -> tuple[Tensor, Tensor]:
+    """(values (3**9,) int8, move values (3**9, 9) int8) for the player to move (+1)."""
+    if device.type != "cpu":
+        values, moves = _solution(torch.device("cpu"))
+        return values.to(device), moves.to(device)
+    boards = all_boards()
+    empties = legal_moves(boards).sum(dim=1)
+    terminal = (winners(boards) != 0) | is_full(boards)
+    values = torch.where(terminal, winners(boards), 0).to(torch.int8)
+    move_values = torch.full((boards.shape[0], NUM_CELLS), ILLEGAL_VALUE, dtype=torch.int8)
+    cells = torch.arange(NUM_CELLS)
+    for empty_count in range(1, NUM_CELLS + 1):
+        rows = torch.nonzero(~terminal & (empties == empty_count)).squeeze(1)
+        parents = boards[rows]
+        children = apply_moves(parents.repeat_interleave(NUM_CELLS, dim=0), cells.repeat(rows.numel()), 1)
+        child_values = values[board_index(-children)].view(-1, NUM_CELLS)
+        row_moves = torch.where(legal_moves(parents), -child_values, ILLEGAL_VALUE).to(torch.int8)
+        move_values[rows] = row_moves
+        values[rows] = row_moves.max(dim=1).values
+    return values, move_values
+
+
+def minimax_values(boards: Tensor) -> Tensor:
+    """Game value under perfect play for the player to move (+1 win, 0 draw, -1 loss).
+
+    On a finished board: the result for the player who would move next.
+
+    Shapes: boards (B, 9) int8 perspective -> (B,) int8.
+    """
+    return _solution(boards.device)[0][board_index(boards)]
+
+
+def move_values(boards: Tensor) -> Tensor:
+    """Game value of each move for the player to move; ``ILLEGAL_VALUE`` on taken cells.
+
+    Shapes: boards (B, 9) int8 perspective -> (B, 9) int8.
+    """
+    return _solution(boards.device)[1][board_index(boards)]
+
+
+def optimal_moves(boards: Tensor) -> Tensor:
+    """Moves that keep the minimax value; all False on finished boards.
+
+    Shapes: boards (B, 9) int8 perspective -> (B, 9) bool.
+    """
+    values, moves = _solution(boards.device)
+    index = board_index(boards)
+    return (moves[index] == values[index].unsqueeze(1)) & (moves[index] != ILLEGAL_VALUE)
+
+
+def minimax_value(board: Any) -> int:
+    """:func:`minimax_values` for one perspective board given as any 9-number sequence."""
+    cells = torch.as_tensor(np.asarray(board, dtype=np.int8).reshape(1, NUM_CELLS))
+    return int(minimax_values(cells)[0])
+
+
+def random_legal_moves(legal: Tensor, generator: torch.Generator) -> Tensor:
+    """A uniformly random True cell per row (0 on rows without one).
+
+    Shapes: legal (B, 9) bool -> (B,) int64.
+    """
+    scores = torch.rand(legal.shape, generator=generator, device=legal.device)
+    return scores.masked_fill(~legal, -1.0).argmax(dim=1)
+
+
+class RandomOpponent:
+    """Plays a uniformly random legal move."""
+
+    batch_safe = True
+
+    def act(self, boards: Tensor, legal: Tensor, generator: torch.Generator) -> Tensor:
+        return random_legal_moves(legal, generator)
+
+
+class PerfectOpponent:
+    """Plays a minimax-optimal move; never loses.
+
+    Args:
+        tie_break: ``"random"`` picks uniformly among optimal moves, ``"first"`` the
+            lowest cell index (fully deterministic).
+    """
+
+    batch_safe = True
+
+    def __init__(self, tie_break: str = "random") -> None:
+        if tie_break not in ("random", "first"):
+            raise ValueError(f"unknown tie_break {tie_break!r} (valid: 'random', 'first')")
+        self.tie_break = tie_break
+
+    def act(self, boards: Tensor, legal: Tensor, generator: torch.Generator) -> Tensor:
+        best = optimal_moves(boards) & legal
+        best = torch.where(best.any(dim=1, keepdim=True), best, legal)
+        if self.tie_break == "first":
+            return best.to(torch.uint8).argmax(dim=1)
+        return random_legal_moves(best, generator)
+
+    def __repr__(self) -> str:
+        return f"PerfectOpponent(tie_break={self.tie_break!r})"
+
+
+class SelfPlayOpponent:
+    """Plays with a policy (usually a snapshot of the agent); uniformly random until one is set.
+
+    The policy gets the boards from the opponent's side, exactly like an agent's
+    observations, and runs under ``torch.no_grad()``.
+    """
+
+    batch_safe = False
+
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy
+
+    def set_policy(self, policy: Policy | None) -> None:
+        self.policy = policy
+
+    def act(self, boards: Tensor, legal: Tensor, generator: torch.Generator) -> Tensor:
+        if self.policy is None:
+            return random_legal_moves(legal, generator)
+        with torch.no_grad():
+            raw = self.policy(boards, legal)
+        moves = torch.as_tensor(raw, device=legal.device).long().reshape(-1)
+        if moves.shape[0] != legal.shape[0]:
+            raise ValueError(
+                f"self-play policy returned {moves.shape[0]} actions for {legal.shape[0]} boards"
+            )
+        in_range = (moves >= 0) & (moves < NUM_CELLS)
+        ok = in_range & legal.gather(1, moves.clamp(0, NUM_CELLS - 1).unsqueeze(1)).squeeze(1)
+        if not bool(ok.all()):
+            bad = torch.nonzero(~ok).squeeze(1).tolist()
+            raise ValueError(f"self-play policy chose illegal moves {moves[bad].tolist()} on rows {bad}")
+        return moves
+
+
+OPPONENT_NAMES = ("random", "perfect", "self_play")
+OpponentSpec = str | Mapping[str, float] | Opponent
+
+
+def _check_name(name: Any) -> str:
+    if name not in OPPONENT_NAMES:
+        valid = ", ".join(map(repr, OPPONENT_NAMES))
+        raise ValueError(f"unknown opponent {name!r} (valid: {valid})")
+    return name
+
+
+def make_opponent(name: str) -> Opponent:
+    """Build a named opponent: one of :data:`OPPONENT_NAMES`."""
+    builders: dict[str, Callable[[], Opponent]] = {
+        "random": RandomOpponent,
+        "perfect": PerfectOpponent,
+        "self_play": SelfPlayOpponent,
+    }
+    return builders[_check_name(name)]()
+
+
+def _check_weight(name: str, weight: Any) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)):
+        raise ValueError(f"opponent weight for {name!r} must be a number, got {weight!r}")
+    if not math.isfinite(float(weight)) or float(weight) < 0:
+        raise ValueError(f"opponent weight for {name!r} must be finite and >= 0, got {weight!r}")
+    return float(weight)
+
+
+_CUSTOM = "custom"
+
+
+def _parse_spec(spec: OpponentSpec) -> dict[str, float]:
+    if isinstance(spec, str):
+        return {_check_name(spec): 1.0}
+    if isinstance(spec, Mapping):
+        if not spec:
+            raise ValueError("opponent mixture is empty; give at least one name with a weight")
+        weights = {_check_name(name): _check_weight(name, w) for name, w in spec.items()}
+        if sum(weights.values()) <= 0:
+            raise ValueError(f"opponent weights must not all be zero, got {dict(spec)}")
+        return weights
+    if callable(getattr(spec, "act", None)):
+        return {_CUSTOM: 1.0}
+    raise TypeError(
+        f"opponent must be a name, a mapping of names to weights or an object with act(), got {spec!r}"
+    )
+
+
+class OpponentMixture:
+    """One or more opponents; each episode plays against one, drawn with the given weights.
+
+    Args:
+        spec: an opponent name (``"random"``, ``"perfect"``, ``"self_play"``), a mapping of
+            names to non-negative weights (``{"perfect": 0.5, "random": 0.5}``), or an
+            object with an ``act`` method.
+    """
+
+    def __init__(self, spec: OpponentSpec) -> None:
+        weights = _parse_spec(spec)
+        self.names = list(weights)
+        self.opponents = [
+            cast(Opponent, spec) if name == _CUSTOM else make_opponent(name) for name in weights
+        ]
+        self._weights = torch.tensor(list(weights.values()), dtype=torch.float64)
+        self.weights = (self._weights / self._weights.sum()).tolist()
+
+    def sample(self, num_episodes: int, generator: torch.Generator) -> Tensor:
+        """Opponent id (index into ``names``) for each new episode.
+
+        Shapes: returns (num_episodes,) int64 on the generator's device.
+        """
+        if len(self.opponents) == 1:
+            return torch.zeros(num_episodes, dtype=torch.int64, device=generator.device)
+        weights = self._weights.to(generator.device)
+        return torch.multinomial(weights, num_episodes, replacement=True, generator=generator)
+
+    def act(
+        self, boards: Tensor, legal: Tensor, generator: torch.Generator, ids: Tensor, rows: Tensor
+    ) -> Tensor:
+        """Moves of each board's opponent on the rows asked (0 elsewhere).
+
+        Shapes: boards (B, 9) int8, legal (B, 9) bool, ids (B,) int64, rows (B,) bool -> (B,).
+        """
+        moves = torch.zeros(boards.shape[0], dtype=torch.int64, device=boards.device)
+        for opponent_id, opponent in enumerate(self.opponents):
+            if getattr(opponent, "batch_safe", False):
+                chosen = opponent.act(boards, legal, generator)
+                moves = torch.where(ids == opponent_id, chosen, moves)
+                continue
+            selected = torch.nonzero(rows & (ids == opponent_id)).squeeze(1)
+            if selected.numel() > 0:
+                moves[selected] = opponent.act(boards[selected], legal[selected], generator)
+        return moves
+
+    def set_self_play_policy(self, policy: Policy | None) -> bool:
+        """Give the self-play opponent a policy; False when the mixture has none."""
+        found = False
+        for opponent in self.opponents:
+            if isinstance(opponent, SelfPlayOpponent):
+                opponent.set_policy(policy)
+                found = True
+        return found
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{n}={w:.3g}" for n, w in zip(self.names, self.weights, strict=True))
+        return f"OpponentMixture({parts})"
