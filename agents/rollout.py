@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.base import Agent, Observation, Rollout
+from agents.base import Agent, Observation, Rollout, map_observation
 
 
 @dataclass
@@ -98,7 +98,7 @@ class RolloutCollector:
         for _ in range(num_steps):
             policy = self.agent.explore(self.obs, self.mask)
             obs, rewards, terminated, truncated, info = self.env.step(policy.actions)
-            obs = as_observation(obs, self.device)
+            obs = map_observation(torch.clone, as_observation(obs, self.device))  # envs may reuse buffers
             rewards = as_tensor(rewards, self.device).float()
             terminated = as_tensor(terminated, self.device).bool()
             truncated = as_tensor(truncated, self.device).bool()

@@ -1,0 +1,132 @@
+"""Tabular Q-learning for small discrete observation spaces (a Q table as a torch tensor)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+from torch import Tensor
+
+from agents.base import Rollout
+from agents.qlearning import _EpsilonGreedyAgent, next_state_values, td_targets
+from agents.replay import flatten_rollout
+
+
+class StateIndexer:
+    """Maps observations of a small discrete space to table rows by mixed radix of ``obs - low``.
+
+    Accepts ``Discrete``, ``MultiDiscrete`` and integer-dtype ``Box`` spaces; the last
+    observation element varies fastest.
+    """
+
+    def __init__(self, observation_space: gymnasium.Space, max_states: int, device: torch.device):
+        low, radices = self._layout(observation_space)
+        num_states = math.prod(radices)
+        if num_states > max_states:
+            raise ValueError(
+                f"observation space {observation_space} has {num_states:,} states, more than "
+                f"max_states={max_states:,}; use a smaller space or DQNAgent"
+            )
+        strides = [math.prod(radices[i + 1 :]) for i in range(len(radices))]
+        self.num_states = num_states
+        self.low = torch.tensor(low, dtype=torch.int64, device=device)
+        self.radices = torch.tensor(radices, dtype=torch.int64, device=device)
+        self.strides = torch.tensor(strides, dtype=torch.int64, device=device)
+
+    @staticmethod
+    def _layout(space: gymnasium.Space) -> tuple[list[int], list[int]]:
+        spaces = gymnasium.spaces
+        if isinstance(space, spaces.Discrete):
+            return [int(space.start)], [int(space.n)]
+        if isinstance(space, spaces.MultiDiscrete):
+            return [int(v) for v in space.start.flat], [int(v) for v in space.nvec.flat]
+        if isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.integer):
+            low, high = [int(v) for v in space.low.flat], [int(v) for v in space.high.flat]
+            return low, [h - lo + 1 for lo, h in zip(low, high, strict=True)]
+        raise ValueError(f"tabular Q needs a Discrete, MultiDiscrete or integer Box space, got {space}")
+
+    def __call__(self, obs: Tensor) -> Tensor:
+        """Row index of each observation. Shapes: obs (B, *obs_shape) -> (B,) int64."""
+        digits = obs.reshape(obs.shape[0], -1).to(self.low.device, torch.int64) - self.low
+        if digits.shape[1] != self.low.shape[0]:
+            raise ValueError(f"observations have {digits.shape[1]} elements, the space {self.low.shape[0]}")
+        outside = ((digits < 0) | (digits >= self.radices)).any(dim=1).nonzero().flatten()
+        if outside.numel() > 0:
+            row = int(outside[0])
+            raise ValueError(f"observation {obs[row].tolist()} (row {row}) is outside the observation space")
+        return (digits * self.strides).sum(dim=1)
+
+
+class TabularQAgent(_EpsilonGreedyAgent):
+    """Q-learning with a table Q (S, A) on the device, for small discrete observation spaces.
+
+    Each :meth:`learn` call is one synchronous update of all T*B transitions of the rollout:
+    every target is computed from the table as it was before the call, and a state-action
+    pair that occurs several times moves by ``learning_rate`` toward the average of its
+    targets. Spaces with more than ``max_states`` states are refused.
+    """
+
+    def __init__(
+        self,
+        observation_space: gymnasium.Space,
+        action_space: gymnasium.Space,
+        *,
+        device: torch.device | str = "cpu",
+        rollout_steps: int = 1,
+        gamma: float = 0.99,
+        learning_rate: float = 0.1,
+        epsilon_start: float = 1.0,
+        epsilon_end: float = 0.05,
+        epsilon_decay_steps: int = 10_000,
+        initial_q: float = 0.0,
+        max_states: int = 10_000_000,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__(
+            action_space, device, rollout_steps, epsilon_start, epsilon_end, epsilon_decay_steps, generator
+        )
+        self.gamma, self.learning_rate = gamma, learning_rate
+        self.indexer = StateIndexer(observation_space, max_states, self.device)
+        shape = (self.indexer.num_states, self.num_actions)
+        self.q_table = torch.full(shape, float(initial_q), dtype=torch.float32, device=self.device)
+        self.updates = 0
+
+    def _q_values(self, obs: Tensor) -> Tensor:
+        return self.q_table[self.indexer(obs)]
+
+    def _freeze(self) -> None:
+        self.q_table = self.q_table.clone()
+
+    def learn(self, rollout: Rollout) -> dict[str, float]:
+        """One synchronous Q-learning update from the rollout's transitions."""
+        batch = flatten_rollout(rollout.to(self.device))
+        states, next_states = self.indexer(batch.obs), self.indexer(batch.next_obs)
+        q_taken = self.q_table[states, batch.actions]
+        next_values = next_state_values(self.q_table[next_states], batch.next_action_masks)
+        td_errors = td_targets(batch.rewards, batch.terminated, next_values, self.gamma) - q_taken
+        pairs, inverse = (states * self.num_actions + batch.actions).unique(return_inverse=True)
+        error_sums = torch.zeros(pairs.shape[0], device=self.device).index_add_(0, inverse, td_errors)
+        counts = torch.bincount(inverse, minlength=pairs.shape[0]).float()
+        self.q_table.view(-1).index_add_(0, pairs, self.learning_rate * error_sums / counts)
+        self.env_steps += rollout.num_steps * rollout.num_envs
+        self.updates += 1
+        return {
+            "loss/td": td_errors.square().mean().item(),
+            "diag/q_mean": q_taken.mean().item(),
+            "charts/epsilon": self.epsilon,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The Q table and counters."""
+        return {"q_table": self.q_table.clone(), "counters": {**self._counters(), "updates": self.updates}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        table: Tensor = state["q_table"]
+        if table.shape != self.q_table.shape:
+            raise ValueError(f"q_table has shape {tuple(table.shape)}, expected {tuple(self.q_table.shape)}")
+        self.q_table.copy_(table)
+        self._load_counters(state["counters"])
+        self.updates = int(state["counters"]["updates"])

