@@ -5,12 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from omegaconf import OmegaConf
+
 if TYPE_CHECKING:
     import torch
 
     from agents.base import Agent
 
 __all__ = ["load_agent"]
+
+
+def _num_updates(total_env_steps: float, num_envs: int, rollout_steps: int) -> int:
+    """Updates in a run: ``${num_updates:${train.total_env_steps},${num_envs},${agent.rollout_steps}}``."""
+    return max(1, int(float(total_env_steps)) // (int(num_envs) * int(rollout_steps)))
+
+
+OmegaConf.register_new_resolver("num_updates", _num_updates, replace=True)
 
 
 def load_agent(path: str | Path, device: str | torch.device | None = None) -> Agent:

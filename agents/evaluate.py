@@ -26,8 +26,13 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def play_episodes(agent: Agent, env: Any, episodes: int, seed: int, progress: bool = False) -> dict[str, float]:
-    """Play exactly ``episodes`` episodes, ``ceil(episodes / B)`` per env slot, so short games are not over-counted."""
+def play_episodes(
+    agent: Agent, env: Any, episodes: int, seed: int, progress: bool = False
+) -> dict[str, float]:
+    """Play exactly ``episodes`` episodes, an equal quota per env slot.
+
+    Counting the first episodes to finish would over-count short games; quotas do not.
+    """
     num_envs = env.num_envs
     quota = torch.full((num_envs,), episodes // num_envs, dtype=torch.long)
     quota[: episodes % num_envs] += 1
@@ -66,8 +71,13 @@ def play_episodes(agent: Agent, env: Any, episodes: int, seed: int, progress: bo
 
 
 def evaluate_agent(
-    agent: Agent, env_cfg: DictConfig, *, seed: int, device: torch.device | str,
-    episodes: int | None = None, progress: bool = False,
+    agent: Agent,
+    env_cfg: DictConfig,
+    *,
+    seed: int,
+    device: torch.device | str,
+    episodes: int | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Metrics ``eval/<setting>/<name>`` for every setting in ``env_cfg.evaluation.settings``."""
     evaluation = env_cfg.evaluation
@@ -75,7 +85,9 @@ def evaluate_agent(
     results: dict[str, float] = {}
     for index, (setting, overrides) in enumerate(evaluation.settings.items()):
         kwargs = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
-        env = instantiate(env_cfg.vector, num_envs=min(int(evaluation.num_envs), episodes), device=str(device), **kwargs)
+        env = instantiate(
+            env_cfg.vector, num_envs=min(int(evaluation.num_envs), episodes), device=str(device), **kwargs
+        )
         try:
             metrics = play_episodes(agent, env, episodes, seed=seed + index, progress=progress)
         finally:
@@ -88,7 +100,9 @@ def format_table(results: dict[str, float], title: str = "") -> str:
     """A plain-text table, one row per evaluation setting."""
     settings = sorted({key.split("/")[1] for key in results if key.startswith("eval/")})
     has_outcomes = any(key.endswith("/win_rate") for key in results)
-    header = f"{'setting':<16}{'episodes':>10}" + (f"{'win %':>10}{'draw %':>10}{'loss %':>10}" if has_outcomes else "")
+    header = f"{'setting':<16}{'episodes':>10}" + (
+        f"{'win %':>10}{'draw %':>10}{'loss %':>10}" if has_outcomes else ""
+    )
     header += f"{'return':>10}"
     lines = [title, header, "-" * len(header)] if title else [header, "-" * len(header)]
     for setting in settings:
@@ -112,8 +126,9 @@ def main(cfg: DictConfig) -> None:
     _, meta = load_checkpoint(cfg.run)
     run_cfg = OmegaConf.create(meta["config"])
     agent = load_agent(cfg.run, device=device)
-    results = evaluate_agent(agent, run_cfg.env, seed=int(cfg.seed), device=device, episodes=cfg.episodes,
-                             progress=True)
+    results = evaluate_agent(
+        agent, run_cfg.env, seed=int(cfg.seed), device=device, episodes=cfg.episodes, progress=True
+    )
     print(format_table(results, title=f"{cfg.run}: deterministic policy"))
     out = Path(HydraConfig.get().runtime.output_dir) / "eval_metrics.json"
     out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")

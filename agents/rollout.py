@@ -15,7 +15,7 @@ from agents.base import Agent, Observation, Rollout, map_observation
 
 @dataclass
 class EpisodeStats:
-    """Episodes that ended during a rollout: returns, lengths and outcomes (+1/0/-1, if the env reports them)."""
+    """Episodes that ended during a rollout: returns, lengths, outcomes (+1/0/-1, if reported)."""
 
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
@@ -45,10 +45,14 @@ def as_observation(value: Any, device: torch.device) -> Observation:
 
 
 def as_tensor(value: Any, device: torch.device) -> Tensor:
-    return value.to(device) if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value), device=device)
+    return (
+        value.to(device) if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value), device=device)
+    )
 
 
-def action_mask_from_info(info: dict[str, Any], key: str, num_envs: int, num_actions: int, device: torch.device) -> Tensor:
+def action_mask_from_info(
+    info: dict[str, Any], key: str, num_envs: int, num_actions: int, device: torch.device
+) -> Tensor:
     """(B, A) bool mask from ``info[key]``; all legal when the env gives none."""
     if key in info:
         return as_tensor(info[key], device).bool()
@@ -110,11 +114,16 @@ class RolloutCollector:
                 next_mask = torch.where(done[:, None], final_mask, next_mask)
             zeros = torch.zeros(self.num_envs, device=self.device)
             for name, value in (
-                ("obs", self.obs), ("action_masks", self.mask), ("actions", policy.actions.long()),
+                ("obs", self.obs),
+                ("action_masks", self.mask),
+                ("actions", policy.actions.long()),
                 ("log_probs", zeros if policy.log_probs is None else policy.log_probs.float()),
                 ("values", zeros if policy.values is None else policy.values.float()),
-                ("rewards", rewards), ("terminated", terminated), ("truncated", truncated),
-                ("next_obs", next_obs), ("next_action_masks", next_mask),
+                ("rewards", rewards),
+                ("terminated", terminated),
+                ("truncated", truncated),
+                ("next_obs", next_obs),
+                ("next_action_masks", next_mask),
             ):
                 steps[name].append(value)
             self._track_episodes(rewards, done, info, stats)
@@ -123,7 +132,9 @@ class RolloutCollector:
         rollout = Rollout(**{name: _stack(values) for name, values in steps.items()})
         return rollout, stats
 
-    def _track_episodes(self, rewards: Tensor, done: Tensor, info: dict[str, Any], stats: EpisodeStats) -> None:
+    def _track_episodes(
+        self, rewards: Tensor, done: Tensor, info: dict[str, Any], stats: EpisodeStats
+    ) -> None:
         self.episode_return += rewards
         self.episode_length += 1
         if not bool(done.any()):

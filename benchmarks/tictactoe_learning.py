@@ -35,7 +35,9 @@ def targets_met(metrics: dict[str, float]) -> bool:
 
 def run_one(agent: str, seed: int, overrides: list[str], out_dir: Path) -> dict[str, float]:
     with initialize_config_dir(config_dir=str(Path(conf.__file__).parent), version_base="1.3"):
-        cfg = compose("config", overrides=[f"agent={agent}", f"seed={seed}", "train.progress=false", *overrides])
+        cfg = compose(
+            "config", overrides=[f"agent={agent}", f"seed={seed}", "train.progress=false", *overrides]
+        )
     started = time.perf_counter()
     metrics = train.run(cfg, out_dir / f"{agent}_seed{seed}")
     metrics["wall_seconds"] = time.perf_counter() - started
@@ -43,7 +45,9 @@ def run_one(agent: str, seed: int, overrides: list[str], out_dir: Path) -> dict[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--agents", nargs="+", default=["ppo", "qlearning", "qlearning_tabular"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--out", type=Path, default=None, help="run directories (default: a temp dir)")
@@ -64,7 +68,8 @@ def main() -> None:
         cells = "".join(
             f"{100 * m[f'eval/{s}/win_rate']:>13.2f} / {100 * m[f'eval/{s}/loss_rate']:>5.2f}" for s in LIMITS
         )
-        print(f"{agent:<18}{seed:>5}{cells}{m['perf/train_seconds']:>9.0f}{'yes' if targets_met(m) else 'no':>5}")
+        met = "yes" if targets_met(m) else "no"
+        print(f"{agent:<18}{seed:>5}{cells}{m['perf/train_seconds']:>9.0f}{met:>5}")
     print(f"\nrun directories: {out_dir}")
 
 

@@ -8,6 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+import agents  # noqa: F401  (registers the config resolvers)
 import conf
 
 CONF_DIR = str(Path(conf.__file__).parent)

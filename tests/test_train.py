@@ -49,7 +49,9 @@ def test_tiny_run_writes_events_checkpoint_and_metrics(tmp_path, agent_name):
     mask[:, 0] = True
     original = train.build(tiny_config(agent_name), torch.device("cpu"))[1]
     original.load_state_dict(loaded.state_dict())
-    assert torch.equal(loaded.act(fresh_obs, mask, deterministic=True), original.act(fresh_obs, mask, deterministic=True))
+    assert torch.equal(
+        loaded.act(fresh_obs, mask, deterministic=True), original.act(fresh_obs, mask, deterministic=True)
+    )
     actions = loaded.act(fresh_obs, mask, deterministic=True)
     assert bool(mask.gather(1, actions[:, None]).all())
 
