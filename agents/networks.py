@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 
 import gymnasium
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -99,6 +100,36 @@ def flatten_observations(obs: Tensor, obs_shape: tuple[int, ...], dtype: torch.d
     return obs.to(dtype).reshape(*batch_shape, math.prod(obs_shape))
 
 
+class ObservationEncoder(nn.Module):
+    """Flat float features of a Box observation: the values cast to float, or one-hot codes.
+
+    ``one_hot=True`` suits small integer spaces (a board of -1/0/1 cells): each element
+    becomes ``high - low + 1`` indicator features. Shapes: (*batch, *obs_shape) -> (*batch, F).
+    """
+
+    def __init__(self, observation_space: gymnasium.Space, one_hot: bool = False, owner: str = "network"):
+        super().__init__()
+        self.obs_shape = _observation_shape(observation_space, owner)
+        self.one_hot = one_hot
+        self.num_features = math.prod(self.obs_shape)
+        if one_hot:
+            low, high = observation_space.low, observation_space.high
+            if not np.issubdtype(observation_space.dtype, np.integer) or np.any(high - low > 255):
+                raise ValueError(
+                    "one_hot=True needs an integer Box with at most 256 values per element, "
+                    f"got {observation_space!r}"
+                )
+            self.register_buffer("low", torch.as_tensor(low.reshape(-1), dtype=torch.long), persistent=False)
+            self.num_classes = int((high - low).max()) + 1
+            self.num_features *= self.num_classes
+
+    def forward(self, obs: Tensor, dtype: torch.dtype) -> Tensor:
+        if not self.one_hot:
+            return flatten_observations(obs, self.obs_shape, dtype)
+        flat = flatten_observations(obs, self.obs_shape, torch.long)
+        return nn.functional.one_hot(flat - self.low, self.num_classes).flatten(-2).to(dtype)
+
+
 class ActorCriticMLP(nn.Module):
     """Policy logits and state values from two MLPs (or one shared torso with two heads).
 
@@ -112,11 +143,13 @@ class ActorCriticMLP(nn.Module):
         hidden_sizes: Sequence[int] = (256, 256),
         shared: bool = False,
         activation: str | type[nn.Module] = "tanh",
+        one_hot: bool = False,
     ) -> None:
         super().__init__()
-        self.obs_shape = _observation_shape(observation_space, type(self).__name__)
+        self.encoder = ObservationEncoder(observation_space, one_hot, type(self).__name__)
+        self.obs_shape = self.encoder.obs_shape
         self.num_actions = _num_actions(action_space, type(self).__name__)
-        in_dim = math.prod(self.obs_shape)
+        in_dim = self.encoder.num_features
         self.shared = shared
         if shared:
             self.torso, width = torso(in_dim, hidden_sizes, activation)
@@ -129,7 +162,7 @@ class ActorCriticMLP(nn.Module):
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         dtype = next(self.parameters()).dtype
-        features = self.torso(flatten_observations(obs, self.obs_shape, dtype))
+        features = self.torso(self.encoder(obs, dtype))
         return self.actor(features), self.critic(features).squeeze(-1)
 
 
@@ -146,18 +179,20 @@ class QNetworkMLP(nn.Module):
         hidden_sizes: Sequence[int] = (256, 256),
         dueling: bool = False,
         activation: str | type[nn.Module] = "relu",
+        one_hot: bool = False,
     ) -> None:
         super().__init__()
-        self.obs_shape = _observation_shape(observation_space, type(self).__name__)
+        self.encoder = ObservationEncoder(observation_space, one_hot, type(self).__name__)
+        self.obs_shape = self.encoder.obs_shape
         self.num_actions = _num_actions(action_space, type(self).__name__)
         self.dueling = dueling
-        self.torso, width = torso(math.prod(self.obs_shape), hidden_sizes, activation)
+        self.torso, width = torso(self.encoder.num_features, hidden_sizes, activation)
         self.action_head = layer_init(nn.Linear(width, self.num_actions), 1.0)
         self.value_head = layer_init(nn.Linear(width, 1), 1.0) if dueling else None
 
     def forward(self, obs: Tensor) -> Tensor:
         dtype = next(self.parameters()).dtype
-        features = self.torso(flatten_observations(obs, self.obs_shape, dtype))
+        features = self.torso(self.encoder(obs, dtype))
         q = self.action_head(features)
         if self.value_head is None:
             return q

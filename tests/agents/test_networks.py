@@ -92,3 +92,18 @@ def test_wrong_observation_shape_raises() -> None:
     net = ActorCriticMLP(BOARD, NINE, hidden_sizes=(8,))
     with pytest.raises(ValueError, match="does not end with"):
         net(torch.zeros(4, 3, 3))
+
+
+def test_one_hot_encoder_codes_each_cell():
+    gym_spaces = gymnasium.spaces
+    board_space = gym_spaces.Box(-1, 1, shape=(9,), dtype=np.int8)
+    network = ActorCriticMLP(board_space, gym_spaces.Discrete(9), hidden_sizes=(16,), one_hot=True)
+    obs = torch.tensor([[1, 0, -1, 0, 0, 0, 0, 0, 0]], dtype=torch.int8)
+    features = network.encoder(obs, torch.float32)
+    assert features.shape == (1, 27)
+    assert features[0, :9].tolist() == [0, 0, 1, 0, 1, 0, 1, 0, 0]
+    logits, values = network(obs)
+    assert logits.shape == (1, 9) and values.shape == (1,)
+    assert QNetworkMLP(board_space, gym_spaces.Discrete(9), one_hot=True)(obs).shape == (1, 9)
+    with pytest.raises(ValueError, match="one_hot=True needs an integer Box"):
+        ActorCriticMLP(gym_spaces.Box(-1.0, 1.0, shape=(3,)), gym_spaces.Discrete(2), one_hot=True)
