@@ -4,7 +4,9 @@
     python -m benchmarks.tictactoe_learning --agents ppo --seeds 0 1 2 -- agent.optimizer.lr=1e-3
 
 Prints, per agent and seed, the deterministic policy's win/draw/loss rates over 10,000
-games per setting, the wall time of training, and whether the targets are met:
+games per setting, the wall time of training, its mistakes (positions reachable against any
+opponent where its move has a lower minimax value than the best move, out of all such
+positions, as X and as O; 0 means perfect play), and whether the targets are met:
 as X vs random >= 99 % wins and 0 losses; as O vs random >= 90 % wins and 0 losses;
 vs the perfect opponent 0 losses as X and as O.
 """
@@ -16,13 +18,44 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 
+import agents
 import conf
 from agents import train
+from rlenv.tictactoe import rules
+from rlenv.tictactoe.opponents import move_values
 
 # Exact values for a loss-free policy that maximises wins against the uniform random opponent.
 LIMITS = {"random_as_x": 99.48, "random_as_o": 91.64, "perfect_as_x": 0.0, "perfect_as_o": 0.0}
+
+
+@torch.no_grad()
+def policy_mistakes(agent: agents.base.Agent, agent_mark: int) -> tuple[int, int]:
+    """(mistakes, decisions): agent positions reachable against *any* opponent play, and how many
+    of them the deterministic policy answers with a move of lower minimax value than the best."""
+    frontier = rules.empty_boards(1, "cpu")
+    mistakes = decisions = 0
+    while frontier.shape[0]:
+        frontier = frontier[~rules.game_over(frontier)]
+        if not frontier.shape[0]:
+            break
+        to_move = rules.player_to_move(frontier)
+        legal = rules.legal_moves(frontier)
+        mine = to_move == agent_mark
+        obs, mask = rules.perspective(frontier[mine], to_move[mine]), legal[mine]
+        actions = agent.act(obs.to(agent.device), mask.to(agent.device), deterministic=True).cpu()
+        values = move_values(obs).masked_fill(~mask, -9)
+        mistakes += int((values.gather(1, actions[:, None]).squeeze(1) < values.max(1).values).sum())
+        decisions += int(mine.sum())
+        marks = torch.full((int(mine.sum()),), agent_mark, dtype=torch.int8)
+        children = [rules.apply_moves(frontier[mine], actions, marks)]
+        rows, cells = legal[~mine].nonzero(as_tuple=True)
+        opponent = torch.full((rows.shape[0],), -agent_mark, dtype=torch.int8)
+        children.append(rules.apply_moves(frontier[~mine][rows], cells, opponent))
+        frontier = torch.unique(torch.cat(children), dim=0)
+    return mistakes, decisions
 
 
 def targets_met(metrics: dict[str, float]) -> bool:
@@ -41,6 +74,9 @@ def run_one(agent: str, seed: int, overrides: list[str], out_dir: Path) -> dict[
     started = time.perf_counter()
     metrics = train.run(cfg, out_dir / f"{agent}_seed{seed}")
     metrics["wall_seconds"] = time.perf_counter() - started
+    trained = agents.load_agent(out_dir / f"{agent}_seed{seed}", device="cpu")
+    for name, mark in (("x", rules.X), ("o", rules.O)):
+        metrics[f"mistakes_{name}"], metrics[f"decisions_{name}"] = policy_mistakes(trained, mark)
     return metrics
 
 
@@ -58,7 +94,8 @@ def main() -> None:
     for agent in args.agents:
         for seed in args.seeds:
             rows.append((agent, seed, run_one(agent, seed, args.overrides, out_dir)))
-    header = f"{'agent':<18}{'seed':>5}" + "".join(f"{s:>22}" for s in LIMITS) + f"{'train s':>9}{'met':>5}"
+    header = f"{'agent':<18}{'seed':>5}" + "".join(f"{s:>22}" for s in LIMITS)
+    header += f"{'train s':>9}{'mistakes X/O':>16}{'met':>5}"
     print("\nwin% / loss% of the deterministic policy over 10,000 games per setting")
     print(header)
     print("-" * len(header))
@@ -69,7 +106,8 @@ def main() -> None:
             f"{100 * m[f'eval/{s}/win_rate']:>13.2f} / {100 * m[f'eval/{s}/loss_rate']:>5.2f}" for s in LIMITS
         )
         met = "yes" if targets_met(m) else "no"
-        print(f"{agent:<18}{seed:>5}{cells}{m['perf/train_seconds']:>9.0f}{met:>5}")
+        mistakes = f"{m['mistakes_x']}/{m['decisions_x']} {m['mistakes_o']}/{m['decisions_o']}"
+        print(f"{agent:<18}{seed:>5}{cells}{m['perf/train_seconds']:>9.0f}{mistakes:>16}{met:>5}")
     print(f"\nrun directories: {out_dir}")
 
 
