@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +16,7 @@ import agents.checkpoint
 from agents import train
 from tests.test_config import compose_config
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "num_envs=8",
     "train.total_env_steps=256",
@@ -95,3 +100,40 @@ def test_ctrl_c_writes_checkpoint(tmp_path, monkeypatch):
 def test_bad_device_is_a_clear_error():
     with pytest.raises(ValueError, match="device='tpu'"):
         train.resolve_device("tpu")
+
+
+def _python_module(module: str, *args: str, cwd) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_multirun_gives_each_run_its_own_directory_and_events(tmp_path):
+    sweep_dir = tmp_path / "multirun"
+    _python_module(
+        "agents.train",
+        "-m",
+        "agent=ppo,qlearning_tabular",
+        "seed=0,1",
+        *TINY,
+        "agent.rollout_steps=4",
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=tmp_path,
+    )
+    runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    assert len(runs) == 4
+    for run in runs:
+        assert list(run.glob("events.out.tfevents.*")), run
+        assert (run / "metrics.json").is_file() and (run / ".hydra" / "config.yaml").is_file()
+
+
+def test_evaluate_entry_point_reevaluates_a_saved_run(tmp_path):
+    train.run(tiny_config("ppo"), tmp_path / "run")
+    out = _python_module("agents.evaluate", f"run={tmp_path / 'run'}", "episodes=30", cwd=tmp_path)
+    assert "random_as_x" in out and "perfect_as_o" in out
+    written = list((tmp_path / "run" / "evaluate").glob("*/eval_metrics.json"))
+    assert len(written) == 1
+    assert json.loads(written[0].read_text())["eval/random_as_x/episodes"] == 30
