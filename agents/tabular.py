@@ -65,8 +65,13 @@ class TabularQAgent(_EpsilonGreedyAgent):
 
     Each :meth:`learn` call is one synchronous update of all T*B transitions of the rollout:
     every target is computed from the table as it was before the call, and a state-action
-    pair that occurs several times moves by ``learning_rate`` toward the average of its
-    targets. Spaces with more than ``max_states`` states are refused.
+    pair that occurs several times moves toward the average of its targets. Spaces with more
+    than ``max_states`` states are refused.
+
+    Step size: ``step_size="constant"`` moves by ``learning_rate``; ``step_size="visits"``
+    moves by ``max(c / n, min_learning_rate)`` (at most ``learning_rate``), where ``c`` is the
+    pair's count in this update and ``n`` its visits so far: the running mean of its targets,
+    which averages out the noise of a stochastic opponent instead of chasing the last sample.
     """
 
     def __init__(
@@ -78,6 +83,8 @@ class TabularQAgent(_EpsilonGreedyAgent):
         rollout_steps: int = 1,
         gamma: float = 0.99,
         learning_rate: float = 0.1,
+        step_size: str = "constant",
+        min_learning_rate: float = 0.0,
         epsilon_start: float = 1.0,
         epsilon_end: float = 0.05,
         epsilon_decay_steps: int = 10_000,
@@ -88,10 +95,14 @@ class TabularQAgent(_EpsilonGreedyAgent):
         super().__init__(
             action_space, device, rollout_steps, epsilon_start, epsilon_end, epsilon_decay_steps, generator
         )
+        if step_size not in ("constant", "visits"):
+            raise ValueError(f"step_size={step_size!r} is not one of 'constant', 'visits'")
         self.gamma, self.learning_rate = gamma, learning_rate
+        self.step_size, self.min_learning_rate = step_size, min_learning_rate
         self.indexer = StateIndexer(observation_space, max_states, self.device)
         shape = (self.indexer.num_states, self.num_actions)
         self.q_table = torch.full(shape, float(initial_q), dtype=torch.float32, device=self.device)
+        self.visits = torch.zeros(shape, dtype=torch.float32, device=self.device)
         self.updates = 0
 
     def _q_values(self, obs: Tensor) -> Tensor:
@@ -110,7 +121,7 @@ class TabularQAgent(_EpsilonGreedyAgent):
         pairs, inverse = (states * self.num_actions + batch.actions).unique(return_inverse=True)
         error_sums = torch.zeros(pairs.shape[0], device=self.device).index_add_(0, inverse, td_errors)
         counts = torch.bincount(inverse, minlength=pairs.shape[0]).float()
-        self.q_table.view(-1).index_add_(0, pairs, self.learning_rate * error_sums / counts)
+        self.q_table.view(-1).index_add_(0, pairs, self._step_sizes(pairs, counts) * error_sums / counts)
         self.env_steps += rollout.num_steps * rollout.num_envs
         self.updates += 1
         return {
@@ -119,14 +130,27 @@ class TabularQAgent(_EpsilonGreedyAgent):
             "charts/epsilon": self.epsilon,
         }
 
+    def _step_sizes(self, pairs: Tensor, counts: Tensor) -> Tensor:
+        """Step size per updated (state, action) pair; counts its visits. Shapes: (P,) -> (P,)."""
+        visits = self.visits.view(-1)
+        visits.index_add_(0, pairs, counts)
+        if self.step_size == "constant":
+            return torch.full_like(counts, self.learning_rate)
+        return (counts / visits[pairs]).clamp(min=self.min_learning_rate, max=self.learning_rate)
+
     def state_dict(self) -> dict[str, Any]:
-        """The Q table and counters."""
-        return {"q_table": self.q_table.clone(), "counters": {**self._counters(), "updates": self.updates}}
+        """The Q table, visit counts and counters."""
+        return {
+            "q_table": self.q_table.clone(),
+            "visits": self.visits.clone(),
+            "counters": {**self._counters(), "updates": self.updates},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         table: Tensor = state["q_table"]
         if table.shape != self.q_table.shape:
             raise ValueError(f"q_table has shape {tuple(table.shape)}, expected {tuple(self.q_table.shape)}")
         self.q_table.copy_(table)
+        self.visits.copy_(state.get("visits", torch.zeros_like(self.visits)))
         self._load_counters(state["counters"])
         self.updates = int(state["counters"]["updates"])

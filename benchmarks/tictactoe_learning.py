@@ -45,7 +45,10 @@ def policy_mistakes(agent: agents.base.Agent, agent_mark: int) -> tuple[int, int
         legal = rules.legal_moves(frontier)
         mine = to_move == agent_mark
         obs, mask = rules.perspective(frontier[mine], to_move[mine]), legal[mine]
-        actions = agent.act(obs.to(agent.device), mask.to(agent.device), deterministic=True).cpu()
+        if not bool(mine.any()):
+            actions = torch.zeros(0, dtype=torch.long)
+        else:
+            actions = agent.act(obs.to(agent.device), mask.to(agent.device), deterministic=True).cpu()
         values = move_values(obs).masked_fill(~mask, -9)
         mistakes += int((values.gather(1, actions[:, None]).squeeze(1) < values.max(1).values).sum())
         decisions += int(mine.sum())
