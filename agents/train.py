@@ -103,7 +103,8 @@ def train_loop(
     cfg: DictConfig, run_dir: Path, env: Any, agent: Agent, logger: Any, trainer: dict[str, Any]
 ) -> dict[str, Any]:
     """Collect and learn until ``train.total_env_steps``; returns the trainer counters."""
-    collector = RolloutCollector(env, agent, seed=cfg.seed + trainer["updates"])
+    collector_factory = instantiate(cfg.env.collector) if cfg.env.get("collector") else RolloutCollector
+    collector = collector_factory(env, agent, seed=cfg.seed + trainer["updates"])
     total = int(cfg.train.total_env_steps)
     bar = tqdm(total=total, initial=min(trainer["env_steps"], total), unit="step", disable=not cfg.train.progress,
                desc=f"{cfg.env.name}/{type(agent).__name__}", dynamic_ncols=True)
@@ -126,6 +127,8 @@ def train_loop(
                 logger.log(metrics, trainer["env_steps"])
                 if "charts/win_rate" in metrics:
                     bar.set_postfix(win=f"{metrics['charts/win_rate']:.2f}", loss=f"{metrics['charts/loss_rate']:.2f}")
+            for tag, text in getattr(episodes, "texts", {}).items():
+                logger.text(tag, text, trainer["env_steps"])
             if trainer["updates"] % cfg.train.checkpoint_every == 0:
                 write_checkpoint(run_dir, cfg, env, agent, trainer)
     except KeyboardInterrupt:
