@@ -112,6 +112,21 @@ def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=2.5e-4, eps=1e-5)
 
 
+def floor_policy(logits: Tensor, action_mask: Tensor | None, floor: float) -> Tensor:
+    """Log-probabilities of ``(1 - floor) * softmax(logits) + floor * uniform(legal actions)``.
+
+    Every legal action keeps a probability of at least ``floor / num_legal``, so a policy that
+    became certain too early still samples the alternatives; the most probable action is the
+    same as under ``logits``. Shapes: logits (B, A), action_mask (B, A) or None -> (B, A).
+    """
+    legal = torch.ones_like(logits, dtype=torch.bool) if action_mask is None else action_mask.bool()
+    num_legal = legal.sum(dim=-1, keepdim=True).clamp(min=1).float()
+    policy = logits.log_softmax(dim=-1) + math.log1p(-floor)
+    uniform = math.log(floor) - num_legal.log()
+    mixed = torch.logaddexp(policy, uniform.expand_as(policy))
+    return mixed.masked_fill(~legal, torch.finfo(logits.dtype).min)
+
+
 @dataclass
 class PPOBatch:
     """Training samples flattened from a rollout.
@@ -171,6 +186,8 @@ class PPOAgent:
     at the first minibatch whose approximate KL exceeds it, before its gradient step (its terms
     still count in the reported means; ``diag/epochs_run`` counts the epochs begun).
     ``lr_schedule``: factory ``optimizer -> LRScheduler``, stepped once per :meth:`learn`.
+    ``policy_floor``: mix this share of uniform-over-legal-actions into the policy (see
+    :func:`floor_policy`), so no legal action's probability collapses to zero; 0 disables it.
     Only parameters with ``requires_grad`` reach the optimizer (frozen weights stay out).
     """
 
@@ -195,6 +212,7 @@ class PPOAgent:
         max_grad_norm: float | None = 0.5,
         target_kl: float | None = None,
         lr_schedule: ScheduleFactory | None = None,
+        policy_floor: float = 0.0,
     ) -> None:
         _check_settings(rollout_steps, num_epochs, num_minibatches, gamma, gae_lambda, clip_coef)
         self.device = torch.device(device)
@@ -207,6 +225,9 @@ class PPOAgent:
         self.normalize_advantages = normalize_advantages
         self.max_grad_norm = max_grad_norm
         self.target_kl = target_kl
+        if not 0.0 <= policy_floor < 1.0:
+            raise ValueError(f"policy_floor={policy_floor} must be in [0, 1)")
+        self.policy_floor = policy_floor
         self.network = network(observation_space, action_space).to(self.device)
         self.optimizer = optimizer([p for p in self.network.parameters() if p.requires_grad])
         self.lr_schedule = lr_schedule(self.optimizer) if lr_schedule is not None else None
@@ -220,7 +241,10 @@ class PPOAgent:
         logits, values = self.network(obs)
         if action_mask is not None:
             action_mask = torch.as_tensor(action_mask, device=self.device)
-        return masked_logits(logits.float(), action_mask), values.float()
+        logits = masked_logits(logits.float(), action_mask)
+        if self.policy_floor > 0:
+            logits = floor_policy(logits, action_mask, self.policy_floor)
+        return logits, values.float()
 
     @torch.no_grad()
     def act(self, obs: Tensor, action_mask: Tensor | None = None, deterministic: bool = False) -> Tensor:
@@ -307,15 +331,23 @@ class PPOAgent:
         return total, terms
 
     def _update(self, batch: PPOBatch) -> dict[str, float]:
-        """Epochs x minibatches of clipped gradient steps; metrics are means over minibatches."""
+        """Epochs x minibatches of clipped gradient steps; metrics are means over minibatches.
+
+        A minibatch whose loss or gradient is not finite is refused: no optimizer step, the
+        parameters stay untouched, its terms stay out of the means, and it is counted in
+        ``diag/skipped_updates``.
+        """
         sums = torch.zeros(6, device=self.device)
-        evaluated = epochs_run = 0
+        evaluated = epochs_run = skipped = 0
         stop = False
         for _ in range(self.num_epochs):
             epochs_run += 1
             order = torch.randperm(batch.actions.shape[0], device=self.device)
             for indices in order.tensor_split(self.num_minibatches):
                 total, terms = self._minibatch_loss(batch[indices])
+                if not bool(torch.isfinite(total)):
+                    skipped += 1
+                    continue
                 evaluated += 1
                 sums += torch.stack(
                     [terms.policy, terms.value, terms.entropy, total, terms.approx_kl, terms.clipfrac]
@@ -323,14 +355,12 @@ class PPOAgent:
                 if self.target_kl is not None and terms.approx_kl.item() > self.target_kl:
                     stop = True
                     break
-                self.optimizer.zero_grad()
-                total.backward()
-                if self.max_grad_norm is not None:
-                    nn.utils.clip_grad_norm_(self.network.parameters(), self.max_grad_norm)
-                self.optimizer.step()
+                if not self._gradient_step(total):
+                    skipped += 1
             if stop:
                 break
-        policy, value, entropy, total, approx_kl, clipfrac = (sums / evaluated).tolist()
+        means = (sums / evaluated).tolist() if evaluated else [math.nan] * 6
+        policy, value, entropy, total, approx_kl, clipfrac = means
         return {
             "loss/policy": policy,
             "loss/value": value,
@@ -340,7 +370,20 @@ class PPOAgent:
             "diag/clipfrac": clipfrac,
             "diag/entropy": -entropy,
             "diag/epochs_run": float(epochs_run),
+            "diag/skipped_updates": float(skipped),
         }
+
+    def _gradient_step(self, total: Tensor) -> bool:
+        """Backpropagate ``total`` and step, unless the gradient is not finite (then refuse, False)."""
+        self.optimizer.zero_grad()
+        total.backward()
+        max_norm = self.max_grad_norm if self.max_grad_norm is not None else math.inf
+        grad_norm = nn.utils.clip_grad_norm_(self.network.parameters(), max_norm)
+        if not bool(torch.isfinite(grad_norm)):
+            self.optimizer.zero_grad()
+            return False
+        self.optimizer.step()
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         """A snapshot (deep copy) of weights, optimizer, LR schedule and counters."""
