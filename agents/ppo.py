@@ -112,21 +112,6 @@ def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=2.5e-4, eps=1e-5)
 
 
-def floor_policy(logits: Tensor, action_mask: Tensor | None, floor: float) -> Tensor:
-    """Log-probabilities of ``(1 - floor) * softmax(logits) + floor * uniform(legal actions)``.
-
-    Every legal action keeps a probability of at least ``floor / num_legal``, so a policy that
-    became certain too early still samples the alternatives; the most probable action is the
-    same as under ``logits``. Shapes: logits (B, A), action_mask (B, A) or None -> (B, A).
-    """
-    legal = torch.ones_like(logits, dtype=torch.bool) if action_mask is None else action_mask.bool()
-    num_legal = legal.sum(dim=-1, keepdim=True).clamp(min=1).float()
-    policy = logits.log_softmax(dim=-1) + math.log1p(-floor)
-    uniform = math.log(floor) - num_legal.log()
-    mixed = torch.logaddexp(policy, uniform.expand_as(policy))
-    return mixed.masked_fill(~legal, torch.finfo(logits.dtype).min)
-
-
 @dataclass
 class PPOBatch:
     """Training samples flattened from a rollout.
@@ -186,8 +171,6 @@ class PPOAgent:
     at the first minibatch whose approximate KL exceeds it, before its gradient step (its terms
     still count in the reported means; ``diag/epochs_run`` counts the epochs begun).
     ``lr_schedule``: factory ``optimizer -> LRScheduler``, stepped once per :meth:`learn`.
-    ``policy_floor``: mix this share of uniform-over-legal-actions into the policy (see
-    :func:`floor_policy`), so no legal action's probability collapses to zero; 0 disables it.
     Only parameters with ``requires_grad`` reach the optimizer (frozen weights stay out).
     """
 
@@ -212,7 +195,6 @@ class PPOAgent:
         max_grad_norm: float | None = 0.5,
         target_kl: float | None = None,
         lr_schedule: ScheduleFactory | None = None,
-        policy_floor: float = 0.0,
     ) -> None:
         _check_settings(rollout_steps, num_epochs, num_minibatches, gamma, gae_lambda, clip_coef)
         self.device = torch.device(device)
@@ -225,9 +207,6 @@ class PPOAgent:
         self.normalize_advantages = normalize_advantages
         self.max_grad_norm = max_grad_norm
         self.target_kl = target_kl
-        if not 0.0 <= policy_floor < 1.0:
-            raise ValueError(f"policy_floor={policy_floor} must be in [0, 1)")
-        self.policy_floor = policy_floor
         self.network = network(observation_space, action_space).to(self.device)
         self.optimizer = optimizer([p for p in self.network.parameters() if p.requires_grad])
         self.lr_schedule = lr_schedule(self.optimizer) if lr_schedule is not None else None
@@ -241,10 +220,7 @@ class PPOAgent:
         logits, values = self.network(obs)
         if action_mask is not None:
             action_mask = torch.as_tensor(action_mask, device=self.device)
-        logits = masked_logits(logits.float(), action_mask)
-        if self.policy_floor > 0:
-            logits = floor_policy(logits, action_mask, self.policy_floor)
-        return logits, values.float()
+        return masked_logits(logits.float(), action_mask), values.float()
 
     @torch.no_grad()
     def act(self, obs: Tensor, action_mask: Tensor | None = None, deterministic: bool = False) -> Tensor:

@@ -120,11 +120,6 @@ class TextPPOAgent(PPOAgent):
         whiten_rewards: bool = False,
         **ppo_arguments: Any,
     ) -> None:
-        if ppo_arguments.get("policy_floor", 0.0):
-            raise ValueError(
-                f"policy_floor={ppo_arguments['policy_floor']} is not supported for text: the update "
-                "scores sequences with the network's own log-probabilities; use policy_floor=0"
-            )
         super().__init__(observation_space, action_space, **ppo_arguments)
         if not isinstance(self.network, SequencePolicy):
             raise TypeError(

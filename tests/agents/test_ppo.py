@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from agents.base import Agent, Rollout, masked_logits
+from agents.base import Agent, Rollout
 from agents.networks import ActorCriticMLP
 from agents.ppo import PPOAgent, ppo_loss
 
@@ -293,16 +293,3 @@ def test_learns_a_contextual_bandit() -> None:
     mean_reward = float(_bandit_rollout(agent, 8, 16).rewards.mean())
     assert mean_reward > 0.9
 
-
-def test_policy_floor_keeps_every_legal_action_possible_and_the_argmax():
-    from agents.ppo import floor_policy
-
-    logits = torch.tensor([[50.0, 0.0, -50.0, 3.0]])
-    mask = torch.tensor([[True, True, True, False]])
-    floored = floor_policy(masked_logits(logits, mask), mask, 0.3)
-    probs = floored.softmax(-1)
-    torch.testing.assert_close(probs.sum(-1), torch.ones(1))
-    assert probs[0, 3].item() == 0.0
-    assert bool((probs[0, :3] >= 0.1 - 1e-6).all())
-    assert probs[0, 0].item() == pytest.approx(0.7 + 0.1, abs=1e-5)
-    assert floored.argmax(-1).item() == 0
