@@ -12,7 +12,7 @@ from rlenv.feedback.labelers import (
     sentiment,
     toxicity,
 )
-from rlenv.feedback.pairs import Pair, ranking_to_pairs, records_to_pairs, split_by_prompt
+from rlenv.feedback.pairs import Pair, pair_support, ranking_to_pairs, records_to_pairs, split_by_prompt
 from rlenv.feedback.rankings import (
     Label,
     RankingFormatError,
@@ -24,13 +24,21 @@ from rlenv.feedback.rankings import (
     write_rankings,
 )
 
+_LAZY = {
+    "collect": "rlenv.feedback.collect",
+    "collect_from_policy": "rlenv.feedback.collect",
+    "generate_items": "rlenv.feedback.generate",
+    "sample_completions": "rlenv.feedback.generate",
+}
+
 
 def __getattr__(name: str) -> Any:
-    # collect.py is also run as ``python -m rlenv.feedback.collect``: import it only on use.
-    if name == "collect":
-        from rlenv.feedback.collect import collect
+    # collect.py is also run as ``python -m rlenv.feedback.collect``, and generate.py needs torch:
+    # import them only on use.
+    if name in _LAZY:
+        import importlib
 
-        return collect
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -47,15 +55,19 @@ __all__ = [
     "ToxicityLabeler",
     "append_ranking",
     "collect",
+    "collect_from_policy",
     "consensus",
+    "generate_items",
     "label_with_panel",
     "load_items",
     "load_rankings",
     "merge_labels",
     "pair_agreement",
+    "pair_support",
     "ranking_to_pairs",
     "read_rankings",
     "records_to_pairs",
+    "sample_completions",
     "sentiment",
     "split_by_prompt",
     "toxicity",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlenv.feedback.rankings import RankingRecord, load_rankings
+from rlenv.feedback.rankings import RankingRecord, append_line, load_rankings
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,21 @@ def labeled_keys(path: str | os.PathLike[str]) -> set[ItemKey]:
     return {
         item_key(r.prompt, r.completions, r.criterion, label.labeler) for r in records for label in r.labels
     }
+
+
+def item_to_dict(item: Item) -> dict[str, Any]:
+    """The JSON object of one item (``id`` and ``meta`` only when set)."""
+    obj: dict[str, Any] = {"prompt": item.prompt, "completions": list(item.completions)}
+    if item.id is not None:
+        obj["id"] = item.id
+    if item.meta:
+        obj["meta"] = dict(item.meta)
+    return obj
+
+
+def append_item(path: str | os.PathLike[str], item: Item) -> None:
+    """Append one item as a full, fsynced line (crash-safe like rankings appends)."""
+    append_line(path, (json.dumps(item_to_dict(item), ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def load_items(path: str | os.PathLike[str]) -> list[Item]:

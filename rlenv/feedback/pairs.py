@@ -24,7 +24,7 @@ from typing import Literal, Protocol, TypeVar
 import numpy as np
 
 from rlenv.feedback.consensus import consensus, effective_ranks
-from rlenv.feedback.rankings import RankingRecord
+from rlenv.feedback.rankings import Label, RankingRecord
 
 FlaggedPolicy = Literal["last", "exclude"]
 FLAGGED_POLICIES = ("last", "exclude")
@@ -37,6 +37,29 @@ class Pair:
     chosen: str
     rejected: str
     prompt: str = ""
+
+
+def ranked_index_pairs(
+    ranks: Sequence[int], flagged: Sequence[int] = (), flagged_policy: FlaggedPolicy = "last"
+) -> list[tuple[int, int]]:
+    """``(preferred, other)`` completion indices of a ranking's strict pairs (see module docstring)."""
+    if flagged_policy not in FLAGGED_POLICIES:
+        raise ValueError(f"unknown flagged_policy {flagged_policy!r} (valid: {list(FLAGGED_POLICIES)})")
+    bad = [i for i in flagged if not 0 <= i < len(ranks)]
+    if bad:
+        raise ValueError(f"flagged index {bad[0]} out of range (valid: 0..{len(ranks) - 1})")
+    if flagged_policy == "last":
+        ranks = effective_ranks(ranks, flagged)
+        kept = list(range(len(ranks)))
+    else:
+        kept = [i for i in range(len(ranks)) if i not in set(flagged)]
+    pairs = []
+    for i, j in itertools.combinations(kept, 2):
+        if ranks[i] < ranks[j]:
+            pairs.append((i, j))
+        elif ranks[j] < ranks[i]:
+            pairs.append((j, i))
+    return pairs
 
 
 def ranking_to_pairs(
@@ -53,29 +76,21 @@ def ranking_to_pairs(
     """
     if len(ranks) != len(completions):
         raise ValueError(f"got {len(ranks)} ranks for {len(completions)} completions")
-    if flagged_policy not in FLAGGED_POLICIES:
-        raise ValueError(f"unknown flagged_policy {flagged_policy!r} (valid: {list(FLAGGED_POLICIES)})")
-    bad = [i for i in flagged if not 0 <= i < len(completions)]
-    if bad:
-        raise ValueError(f"flagged index {bad[0]} out of range (valid: 0..{len(completions) - 1})")
-    if flagged_policy == "last":
-        ranks = effective_ranks(ranks, flagged)
-        kept = list(range(len(completions)))
-    else:
-        kept = [i for i in range(len(completions)) if i not in set(flagged)]
-    pairs = []
-    for i, j in itertools.combinations(kept, 2):
-        if ranks[i] < ranks[j]:
-            pairs.append(Pair(completions[i], completions[j], prompt))
-        elif ranks[j] < ranks[i]:
-            pairs.append(Pair(completions[j], completions[i], prompt))
-    return pairs
+    index_pairs = ranked_index_pairs(ranks, flagged, flagged_policy)
+    return [Pair(completions[i], completions[j], prompt) for i, j in index_pairs]
+
+
+def pair_support(labels: Sequence[Label], preferred: int, other: int) -> float:
+    """Share of labelers whose effective ranking puts ``preferred`` strictly above ``other``."""
+    effective = [effective_ranks(label.ranks, label.flagged) for label in labels]
+    return sum(ranks[preferred] < ranks[other] for ranks in effective) / len(effective)
 
 
 def records_to_pairs(
     records: Sequence[RankingRecord],
     flagged_policy: FlaggedPolicy = "last",
     min_agreement: float | None = None,
+    min_pair_agreement: float | None = None,
 ) -> list[Pair]:
     """Pairs from each record's consensus ranking (a lone label is its own consensus).
 
@@ -85,15 +100,20 @@ def records_to_pairs(
         flagged_policy: ``"last"`` or ``"exclude"`` (module docstring).
         min_agreement: if set, records whose labelers agree less than this (in
             [0, 1]) are left out; single-labeler records are always kept.
+        min_pair_agreement: if set, a consensus pair is kept only when at least this
+            share of the record's labelers (:func:`pair_support`) prefer the same
+            completion; ``1.0`` keeps the unanimous pairs. With noisy labelers this
+            drops the near-ties whose consensus is a coin flip.
     """
     pairs: list[Pair] = []
     for record in records:
         label, agreement = consensus(record.labels)
         if min_agreement is not None and not math.isnan(agreement) and agreement < min_agreement:
             continue
-        pairs.extend(
-            ranking_to_pairs(record.completions, label.ranks, label.flagged, flagged_policy, record.prompt)
-        )
+        for i, j in ranked_index_pairs(label.ranks, label.flagged, flagged_policy):
+            if min_pair_agreement is not None and pair_support(record.labels, i, j) < min_pair_agreement:
+                continue
+            pairs.append(Pair(record.completions[i], record.completions[j], record.prompt))
     return pairs
 
 

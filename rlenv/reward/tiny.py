@@ -55,6 +55,7 @@ def tiny_reward_model(
     num_layers: int = 2,
     num_heads: int = 2,
     max_length: int = 64,
+    pooling: str = "mean",
     seed: int = 0,
 ) -> RewardModel:
     """A small random BERT reward model; ``seed`` fixes its initial weights."""
@@ -73,4 +74,4 @@ def tiny_reward_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         encoder = AutoModel.from_config(config)
-        return RewardModel(encoder, tokenizer, max_length)
+        return RewardModel(encoder, tokenizer, max_length, pooling)

@@ -1,17 +1,26 @@
 """Train a reward model on ranked completions.
 
 Rankings are split into train and validation sets *by prompt* (no prompt on
-both sides), expanded into preferred-first pairs, and the model minimises
-``-log σ(r_chosen - r_rejected)``. After every epoch the held-out pairwise
-accuracy (fraction of validation pairs with ``r_chosen > r_rejected``) is
-measured and the best model kept.
+both sides), expanded into preferred-first pairs from each record's consensus,
+and the model minimises ``-log σ(r_chosen - r_rejected)``. After every epoch
+the held-out pairwise accuracy (fraction of validation pairs with ``r_chosen >
+r_rejected``) is measured and the best model kept; it is then calibrated
+(:meth:`rlenv.reward.model.RewardModel.calibrate`) on the training completions.
 
-Command line (Hydra; every field of :class:`RewardTrainConfig` can be set)::
+Noisy labelers make near-ties coin flips: two completions whose true scores
+differ by less than the labelers' noise are ordered at random, and no model can
+predict that order. ``min_pair_agreement=1.0`` trains and selects on the pairs
+every labeler ordered the same way; ``reward_model/val_accuracy_all`` still
+reports the accuracy on every held-out consensus pair, next to the labelers'
+own agreement (``reward_model/labeler_agreement``: how often two labelers order
+a held-out pair the same way).
 
-    python -m rlenv.reward.train data=rankings.jsonl epochs=3 lr=2e-5 encoder=minilm
+Command line (Hydra; settings in ``conf/reward_train.yaml``)::
 
-The run directory receives the best model (``reward_model/``), TensorBoard
-events and ``metrics.json``.
+    python -m rlenv.reward.train data=rankings.jsonl epochs=4 lr=2e-4 encoder=minilm
+
+The run directory receives the best model (``reward_model/``, safetensors),
+TensorBoard events (through ``agents.logger.TensorBoardLogger``) and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -26,93 +35,117 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import MISSING
 from torch import Tensor
 
-from rlenv.feedback.pairs import FlaggedPolicy, Pair, records_to_pairs, split_by_prompt
+from rlenv.feedback.pairs import FlaggedPolicy, Pair
 from rlenv.feedback.rankings import RankingRecord, load_rankings
 from rlenv.reward.loss import bradley_terry_loss, pairwise_accuracy
 from rlenv.reward.model import RewardModel
+from rlenv.reward.pair_data import (
+    PairData,
+    ScoreFn,
+    evaluate_pairs,
+    labeler_agreement,
+    pair_rewards,
+    prompt_batches,
+    split_pairs,
+)
 
 LogFn = Callable[[str, float, int], None]
+NS = "reward_model/"
 
 
-def split_pairs(
-    data: Sequence[RankingRecord] | Sequence[Pair],
-    val_fraction: float,
-    seed: int,
-    flagged_policy: FlaggedPolicy = "last",
-    min_agreement: float | None = None,
-) -> tuple[list[Pair], list[Pair]]:
-    """Train and validation pairs, split by prompt, from records or ready-made pairs."""
-    train, val = split_by_prompt(list(data), val_fraction, seed)
-    if all(isinstance(item, Pair) for item in data):
-        return train, val  # type: ignore[return-value]
-    return (
-        records_to_pairs(train, flagged_policy, min_agreement),  # type: ignore[arg-type]
-        records_to_pairs(val, flagged_policy, min_agreement),  # type: ignore[arg-type]
-    )
-
-
-def pair_rewards(model: RewardModel, pairs: Sequence[Pair]) -> tuple[Tensor, Tensor]:
-    """Differentiable rewards of chosen and rejected completions, one forward pass.
-
-    Shapes: returns ``r_chosen`` (B,), ``r_rejected`` (B,).
-    """
-    prompts = [p.prompt for p in pairs]
-    rewards = model.reward(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs])
-    return rewards[: len(pairs)], rewards[len(pairs) :]
-
-
-def evaluate_pairs(model: RewardModel, pairs: Sequence[Pair], batch_size: int = 32) -> dict[str, float]:
-    """Bradley-Terry loss and pairwise accuracy of the model on ``pairs`` (nan if empty)."""
-    if not pairs:
-        return {"loss": math.nan, "accuracy": math.nan}
-    prompts = [p.prompt for p in pairs]
-    r_chosen = model.score(prompts, [p.chosen for p in pairs], batch_size)
-    r_rejected = model.score(prompts, [p.rejected for p in pairs], batch_size)
-    return {
-        "loss": bradley_terry_loss(r_chosen, r_rejected).item(),
-        "accuracy": pairwise_accuracy(r_chosen, r_rejected).item(),
-    }
+@dataclass
+class _Step:
+    reward: ScoreFn
+    score: ScoreFn
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    max_grad_norm: float | None
+    log: LogFn
+    bar: Any
+    count: int = 0
 
 
 def _train_epoch(
-    model: RewardModel,
-    optimizer: torch.optim.Optimizer,
-    pairs: Sequence[Pair],
-    batch_size: int,
-    generator: torch.Generator,
-    step: int,
-    log: LogFn,
-    bar: Any,
-    max_grad_norm: float | None,
-) -> tuple[dict[str, float], int]:
+    model: RewardModel, pairs: Sequence[Pair], batch_size: int, generator: torch.Generator, step: _Step
+) -> dict[str, float]:
     model.train()
-    order = torch.randperm(len(pairs), generator=generator).tolist()
     total_loss = total_correct = 0.0
-    for start in range(0, len(order), batch_size):
-        batch = [pairs[i] for i in order[start : start + batch_size]]
-        r_chosen, r_rejected = pair_rewards(model, batch)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for indices in prompt_batches(pairs, batch_size, generator):
+        batch = [pairs[i] for i in indices]
+        r_chosen, r_rejected = pair_rewards(step.reward, batch)
         loss = bradley_terry_loss(r_chosen, r_rejected)
-        optimizer.zero_grad(set_to_none=True)
+        step.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
-        step += 1
+        if step.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(trainable, step.max_grad_norm)
+        step.optimizer.step()
+        step.schedule.step()
+        step.count += 1
         total_loss += loss.item() * len(batch)
         total_correct += pairwise_accuracy(r_chosen.detach(), r_rejected.detach()).item() * len(batch)
-        log("loss/reward_bt", loss.item(), step)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    return {"loss": total_loss / len(pairs), "accuracy": total_correct / len(pairs)}, step
+        step.log(NS + "loss", loss.item(), step.count)
+        step.bar.update(1)
+        step.bar.set_postfix(loss=f"{loss.item():.3f}")
+    return {"loss": total_loss / len(pairs), "accuracy": total_correct / len(pairs)}
 
 
 def _is_better(val: dict[str, float], best: dict[str, float] | None) -> bool:
     if best is None or math.isnan(val["accuracy"]):
         return True
     return (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"])
+
+
+def _reward_functions(
+    model: RewardModel, cached_layers: int | None, batch_size: int
+) -> tuple[ScoreFn, ScoreFn]:
+    """Training rewards (with gradients) and raw scores (without), through a feature cache if asked."""
+    if cached_layers is None:
+        return model.reward, lambda p, c: model.score(p, c, batch_size, calibrated=False)
+    from rlenv.reward.features import FrozenFeatureCache
+
+    cache = FrozenFeatureCache(model, cached_layers, batch_size=2 * batch_size)
+    return cache.rewards, cache.score
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, total: int, warmup_fraction: float) -> Any:
+    """Learning rate rising linearly over the first ``warmup_fraction`` of steps, then decaying to 0."""
+    warmup = max(1, round(warmup_fraction * total))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _epochs(model: RewardModel, data: PairData, settings: dict[str, Any], step: _Step) -> dict[str, Any]:
+    """Train for ``epochs``, keeping the best weights; returns the best epoch's metrics."""
+    batch_size, log = settings["batch_size"], step.log
+    generator = torch.Generator().manual_seed(settings["seed"])
+    best: dict[str, Any] | None = None
+    best_state: dict[str, Tensor] = {}
+    for epoch in range(1, settings["epochs"] + 1):
+        train = _train_epoch(model, data.train, batch_size, generator, step)
+        val = evaluate_pairs(model, data.val, batch_size, step.score)
+        val_all = evaluate_pairs(model, data.val_all, batch_size, step.score)
+        for name, value in (
+            ("train_loss", train["loss"]),
+            ("train_accuracy", train["accuracy"]),
+            ("val_loss", val["loss"]),
+            ("val_accuracy", val["accuracy"]),
+            ("val_accuracy_all", val_all["accuracy"]),
+        ):
+            log(NS + name, value, step.count)
+        if _is_better(val, best):
+            best = {**val, "accuracy_all": val_all["accuracy"], "epoch": epoch, "train_loss": train["loss"]}
+            best_state = copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    assert best is not None
+    return best
 
 
 def train_reward_model(
@@ -123,167 +156,200 @@ def train_reward_model(
     batch_size: int = 16,
     lr: float = 2e-5,
     weight_decay: float = 0.0,
+    warmup_fraction: float = 0.1,
     max_grad_norm: float | None = 1.0,
+    trainable_layers: int | None = None,
+    cache_features: bool = True,
     val_fraction: float = 0.1,
     seed: int = 0,
     flagged_policy: FlaggedPolicy = "last",
     min_agreement: float | None = None,
+    min_pair_agreement: float | None = None,
     log: LogFn | None = None,
     save_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Train ``model`` with AdamW on preference pairs; the model ends with the best weights.
+    """Train ``model`` with AdamW on preference pairs; the model ends with the best, calibrated weights.
 
-    Logs ``loss/reward_bt`` per step and, per epoch (step 0 = before training),
-    ``eval/reward_val_loss``, ``eval/reward_val_accuracy``, ``charts/reward_train_loss``,
-    ``charts/reward_train_accuracy`` through ``log(name, value, step)``. The best epoch
-    (highest validation accuracy, then lowest validation loss; the last epoch without
-    validation data) is written to ``save_dir`` when given.
+    Logs through ``log(name, value, step)``: ``reward_model/loss`` per step and, per epoch
+    (step = optimizer steps; step 0 = before training), ``reward_model/{train,val}_{loss,accuracy}``
+    and ``reward_model/val_accuracy_all``. The best epoch (highest validation accuracy,
+    then lowest validation loss; the last one without validation data) is kept, calibrated
+    on the training completions and written to ``save_dir`` when given.
+
+    ``trainable_layers``: train only the head and the top N encoder layers; with
+    ``cache_features`` the frozen layers' output is computed once per completion
+    (:class:`rlenv.reward.features.FrozenFeatureCache`) and each epoch runs the top only.
 
     Returns:
-        The best epoch's metrics plus ``best_epoch``, ``num_train_pairs``,
-        ``num_val_pairs``, ``perf/pairs_per_s``.
+        ``reward_model/``: ``val_accuracy``, ``val_loss``, ``val_accuracy_all``,
+        ``train_loss``, ``best_epoch``, ``num_train_pairs``, ``num_val_pairs``,
+        ``num_val_pairs_all``, ``score_mean``, ``score_std``, ``labeler_agreement`` and
+        ``labeler_vs_consensus`` (when held-out records have several labelers); and
+        ``perf/reward_pairs_per_s``.
     """
     from tqdm.auto import tqdm
 
     log = log or (lambda name, value, step: None)
-    train_pairs, val_pairs = split_pairs(data, val_fraction, seed, flagged_policy, min_agreement)
-    if not train_pairs:
+    pairs = split_pairs(data, val_fraction, seed, flagged_policy, min_agreement, min_pair_agreement)
+    if not pairs.train:
         raise ValueError(
-            f"no training pairs from {len(data)} item(s): all tied, flagged away or in validation"
+            f"no training pairs from {len(data)} item(s): all tied, filtered, flagged away or in validation"
         )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(seed)
-    val = evaluate_pairs(model, val_pairs, batch_size)
-    log("eval/reward_val_loss", val["loss"], 0)
-    log("eval/reward_val_accuracy", val["accuracy"], 0)
-    best: dict[str, float] | None = None
-    best_state: dict[str, Tensor] = {}
-    step, started = 0, time.perf_counter()
-    batches = epochs * math.ceil(len(train_pairs) / batch_size)
-    with tqdm(total=batches, desc="reward model", disable=not progress) as bar:
-        for epoch in range(1, epochs + 1):
-            train, step = _train_epoch(
-                model, optimizer, train_pairs, batch_size, generator, step, log, bar, max_grad_norm
-            )
-            val = evaluate_pairs(model, val_pairs, batch_size)
-            for name, value in (
-                ("charts/reward_train_loss", train["loss"]),
-                ("charts/reward_train_accuracy", train["accuracy"]),
-                ("eval/reward_val_loss", val["loss"]),
-                ("eval/reward_val_accuracy", val["accuracy"]),
-            ):
-                log(name, value, step)
-            if _is_better(val, best):
-                best = {**val, "epoch": epoch, "train_loss": train["loss"]}
-                best_state = copy.deepcopy(model.state_dict())
-                if save_dir is not None:
-                    model.save(save_dir)
-    model.load_state_dict(best_state)
-    assert best is not None
+    model.set_trainable_layers(trainable_layers)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+    total = epochs * len(prompt_batches(pairs.train, batch_size, torch.Generator()))
+    reward, score = _reward_functions(model, trainable_layers if cache_features else None, batch_size)
+    started = time.perf_counter()
+    val = evaluate_pairs(model, pairs.val, batch_size, score)
+    log(NS + "val_loss", val["loss"], 0)
+    log(NS + "val_accuracy", val["accuracy"], 0)
+    with tqdm(total=total, desc="reward model", disable=not progress) as bar:
+        schedule = linear_schedule(optimizer, total, warmup_fraction)
+        step = _Step(reward, score, optimizer, schedule, max_grad_norm, log, bar)
+        settings = {"epochs": epochs, "batch_size": batch_size, "seed": seed}
+        best = _epochs(model, pairs, settings, step)
+    unique = list(dict.fromkeys((p.prompt, c) for p in pairs.train for c in (p.chosen, p.rejected)))
+    prompts, completions = [p for p, _ in unique], [c for _, c in unique]
+    model.calibrate(prompts, completions, batch_size, raw_scores=score(prompts, completions))
     elapsed = time.perf_counter() - started
+    model.requires_grad_(True)
+    if save_dir is not None:
+        model.save(save_dir)
+    return _final_metrics(
+        model,
+        pairs,
+        best,
+        labeler_agreement(pairs.val_records, flagged_policy),
+        epochs * len(pairs.train) / max(elapsed, 1e-9),
+    )
+
+
+def _final_metrics(
+    model: RewardModel, pairs: PairData, best: dict[str, Any], agreement: dict[str, float], pairs_per_s: float
+) -> dict[str, float]:
     return {
-        "eval/reward_val_loss": best["loss"],
-        "eval/reward_val_accuracy": best["accuracy"],
-        "charts/reward_train_loss": best["train_loss"],
-        "best_epoch": best["epoch"],
-        "num_train_pairs": len(train_pairs),
-        "num_val_pairs": len(val_pairs),
-        "perf/pairs_per_s": epochs * len(train_pairs) / max(elapsed, 1e-9),
+        NS + "val_accuracy": best["accuracy"],
+        NS + "val_loss": best["loss"],
+        NS + "val_accuracy_all": best["accuracy_all"],
+        NS + "train_loss": best["train_loss"],
+        NS + "best_epoch": best["epoch"],
+        NS + "num_train_pairs": len(pairs.train),
+        NS + "num_val_pairs": len(pairs.val),
+        NS + "num_val_pairs_all": len(pairs.val_all),
+        **{NS + name: value for name, value in agreement.items() if not math.isnan(value)},
+        NS + "score_mean": model.score_mean,
+        NS + "score_std": model.score_std,
+        "perf/reward_pairs_per_s": pairs_per_s,
     }
 
 
 @dataclass
 class RewardTrainConfig:
-    """Settings of ``python -m rlenv.reward.train``."""
+    """Settings of ``python -m rlenv.reward.train`` (the defaults are ``conf/reward_train.yaml``'s)."""
 
-    data: str = MISSING
+    data: str = "???"
     encoder: str = "minilm"
-    max_length: int = 256
+    max_length: int = 96
+    pooling: str = "completion"
     out_dir: str = "reward_model"
-    epochs: int = 3
+    epochs: int = 4
     batch_size: int = 16
-    lr: float = 2e-5
+    lr: float = 2e-4
     weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
     max_grad_norm: float = 1.0
+    trainable_layers: int | None = None
+    cache_features: bool = True
     val_fraction: float = 0.1
     seed: int = 0
     flagged_policy: str = "last"
     min_agreement: float | None = None
+    min_pair_agreement: float | None = 1.0
     skip_invalid: bool = False
     device: str = "cpu"
-    num_threads: int = 1
+    num_threads: int = 2
     progress: bool = True
 
 
-def build_model(encoder: str, max_length: int, seed: int) -> RewardModel:
+def build_model(encoder: str, max_length: int, seed: int, pooling: str = "mean") -> RewardModel:
     """``"tiny"`` (random, for smoke runs), an encoder alias such as ``"minilm"``, or a directory."""
     if encoder == "tiny":
         from rlenv.reward.tiny import tiny_reward_model
 
-        return tiny_reward_model(max_length=min(max_length, 512), seed=seed)
+        return tiny_reward_model(max_length=min(max_length, 512), pooling=pooling, seed=seed)
     torch.manual_seed(seed)
-    return RewardModel.from_pretrained_encoder(encoder, max_length)
+    return RewardModel.from_pretrained_encoder(encoder, max_length, pooling)
 
 
-def _tensorboard_log(run_dir: Path) -> tuple[LogFn, Callable[[], None]]:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return (lambda name, value, step: None), (lambda: None)
-    writer = SummaryWriter(str(run_dir))
-    return (lambda name, value, step: writer.add_scalar(name, value, step)), writer.close
+def fit(
+    cfg: RewardTrainConfig, data: Sequence[RankingRecord], save_dir: Path, log: LogFn
+) -> dict[str, float]:
+    """Build the model ``cfg`` names and train it on ``data`` (the training part of :func:`run`)."""
+    model = build_model(cfg.encoder, cfg.max_length, cfg.seed, cfg.pooling).to(cfg.device)
+    return train_reward_model(
+        data,
+        model,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_fraction=cfg.warmup_fraction,
+        max_grad_norm=cfg.max_grad_norm,
+        trainable_layers=cfg.trainable_layers,
+        cache_features=cfg.cache_features,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        flagged_policy=cfg.flagged_policy,  # type: ignore[arg-type]
+        min_agreement=cfg.min_agreement,
+        min_pair_agreement=cfg.min_pair_agreement,
+        log=log,
+        save_dir=save_dir,
+        progress=cfg.progress,
+    )
 
 
-def run(cfg: RewardTrainConfig, run_dir: str | Path, log: LogFn | None = None) -> dict[str, float]:
-    """Load rankings, train, and write ``<run_dir>/<out_dir>`` and ``<run_dir>/metrics.json``."""
+def run(cfg: RewardTrainConfig, run_dir: str | Path, logger: Any = None) -> dict[str, float]:
+    """Load rankings, train, and write ``<run_dir>/<out_dir>``, TensorBoard events and ``metrics.json``.
+
+    ``logger``: anything with ``log(metrics, step)`` (default: an ``agents.logger.TensorBoardLogger``
+    on ``run_dir``, closed at the end).
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.num_threads)
     records = load_rankings(cfg.data, skip_invalid=cfg.skip_invalid)
-    model = build_model(cfg.encoder, cfg.max_length, cfg.seed).to(cfg.device)
-    close: Callable[[], None] = lambda: None  # noqa: E731
-    if log is None:
-        log, close = _tensorboard_log(run_dir)
+    owned = logger is None
+    if owned:
+        from agents.logger import TensorBoardLogger
+
+        logger = TensorBoardLogger(run_dir)
     try:
-        metrics = train_reward_model(
-            records,
-            model,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            max_grad_norm=cfg.max_grad_norm,
-            val_fraction=cfg.val_fraction,
-            seed=cfg.seed,
-            flagged_policy=cfg.flagged_policy,  # type: ignore[arg-type]
-            min_agreement=cfg.min_agreement,
-            log=log,
-            save_dir=run_dir / cfg.out_dir,
-            progress=cfg.progress,
+        metrics = fit(
+            cfg, records, run_dir / cfg.out_dir, lambda name, value, step: logger.log({name: value}, step)
         )
+        logger.log(metrics, 0)
     finally:
-        close()
+        if owned:
+            logger.close()
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return metrics
 
 
 def _hydra_main() -> None:
     import hydra
-    from hydra.core.config_store import ConfigStore
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import to_absolute_path
     from omegaconf import DictConfig, OmegaConf
 
-    ConfigStore.instance().store(name="reward_train", node=RewardTrainConfig)
-
-    @hydra.main(version_base="1.3", config_path=None, config_name="reward_train")
+    @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="reward_train")
     def main(cfg: DictConfig) -> float:
         settings = RewardTrainConfig(**OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
         settings.data = to_absolute_path(settings.data)
         metrics = run(settings, HydraConfig.get().runtime.output_dir)
         print(json.dumps(metrics, indent=2))
-        return metrics["eval/reward_val_accuracy"]
+        return metrics[NS + "val_accuracy"]
 
     main()
 

@@ -9,6 +9,8 @@ a torch tensor). Any callable with that signature works, such as a trained rewar
 - ``"length"``: number of whitespace-separated words of the completion.
 - ``"token_count:<token>"``: how often a token occurs as a word of the completion; ``<token>``
   is a token id (decoded with the env's tokenizer) or the word itself. A toy reward for tests.
+- ``"model:<dir>"``: the calibrated score of a reward model saved in ``<dir>``
+  (:class:`rlenv.reward.scoring.RewardModelReward`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 RewardFn = Callable[[list[str], list[str]], Any]
-REWARD_NAMES = ("sentiment", "length", "token_count:<token>")
+REWARD_NAMES = ("sentiment", "length", "token_count:<token>", "model:<dir>")
 
 
 def validate_scores(scores: Any, num_completions: int) -> np.ndarray:
@@ -127,4 +129,8 @@ def make_reward_fn(spec: str | RewardFn, tokenizer: Any = None) -> RewardFn:
         if tokenizer is None:
             raise ValueError(f"reward_fn {spec!r} needs a tokenizer to decode token id {argument}")
         return TokenCountReward(tokenizer.decode([int(argument)]).strip())
+    if name == "model" and argument:
+        from rlenv.reward.scoring import RewardModelReward
+
+        return RewardModelReward(argument)
     raise ValueError(f"unknown reward_fn {spec!r}; valid names: {list(REWARD_NAMES)} or a callable")

@@ -1,6 +1,6 @@
 import pytest
 
-from rlenv.feedback.pairs import Pair, ranking_to_pairs, records_to_pairs, split_by_prompt
+from rlenv.feedback.pairs import Pair, pair_support, ranking_to_pairs, records_to_pairs, split_by_prompt
 from rlenv.feedback.rankings import Label, RankingRecord
 
 
@@ -71,3 +71,13 @@ def test_split_by_prompt_keeps_prompts_apart_and_is_seeded() -> None:
     assert len(tiny_val) == 1 and len(tiny_train) == 1
     with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\), got 1.0"):
         split_by_prompt(records, 1.0)
+
+
+def test_min_pair_agreement_drops_split_pairs() -> None:
+    labels = (Label("a", (1, 2, 3)), Label("b", (1, 3, 2)), Label("c", (1, 2, 3)))
+    record = RankingRecord("p", ("x", "y", "z"), "c", labels)
+    assert len(records_to_pairs([record])) == 3
+    unanimous = records_to_pairs([record], min_pair_agreement=1.0)
+    assert unanimous == [Pair("x", "y", "p"), Pair("x", "z", "p")]
+    assert pair_support(labels, 1, 2) == pytest.approx(2 / 3)
+    assert records_to_pairs([record], min_pair_agreement=0.6) == records_to_pairs([record])

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlenv.reward.model import RewardModel, mean_pool, resolve_encoder
+from rlenv.reward.model import RewardModel, mean_pool, pooling_mask, resolve_encoder
 from rlenv.reward.tiny import tiny_reward_model
 
 PROMPTS = ["a good day", "the movie", "i hate the plot", "nice"]
@@ -83,3 +83,30 @@ def test_minilm_reward_model_scores_and_round_trips(tmp_path: Path) -> None:
     model.save(tmp_path / "rm")
     loaded = RewardModel.load(tmp_path / "rm")
     torch.testing.assert_close(loaded.score(PROMPTS, COMPLETIONS), scores)
+
+
+def test_completion_pooling_averages_the_second_segment_only() -> None:
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])
+    types = torch.tensor([[0, 0, 1, 1, 0], [0, 0, 0, 0, 0]])
+    assert pooling_mask(mask, types, "completion").tolist() == [[0, 0, 1, 1, 0], [1, 1, 1, 0, 0]]
+    assert torch.equal(pooling_mask(mask, types, "mean"), mask)
+    model = tiny_reward_model(seed=1, pooling="completion")
+    assert not torch.allclose(
+        model.score(PROMPTS, COMPLETIONS), tiny_reward_model(seed=1).score(PROMPTS, COMPLETIONS)
+    )
+    with pytest.raises(ValueError, match=r"unknown pooling 'max' \(valid: \['mean', 'completion'\]\)"):
+        tiny_reward_model(pooling="max")
+
+
+def test_trainable_layers_freeze_embeddings_and_lower_layers() -> None:
+    model = tiny_reward_model(num_layers=2)
+    total = sum(p.numel() for p in model.parameters())
+    assert model.set_trainable_layers(None) == total
+    head_only = model.set_trainable_layers(0)
+    assert head_only == sum(p.numel() for p in model.head.parameters())
+    top = model.set_trainable_layers(1)
+    assert head_only < top < total
+    assert all(p.requires_grad for p in model.encoder.encoder.layer[1].parameters())
+    assert not any(p.requires_grad for p in model.encoder.encoder.layer[0].parameters())
+    with pytest.raises(ValueError, match=r"trainable_layers must be in 0..2"):
+        model.set_trainable_layers(3)

@@ -9,7 +9,7 @@ from rlenv.feedback.pairs import Pair
 from rlenv.feedback.rankings import Label, RankingRecord, write_rankings
 from rlenv.reward.model import RewardModel
 from rlenv.reward.tiny import tiny_reward_model
-from rlenv.reward.train import RewardTrainConfig, run, split_pairs, train_reward_model
+from rlenv.reward.train import RewardTrainConfig, labeler_agreement, run, split_pairs, train_reward_model
 
 FILLER = "the a movie film day food story plot actor place time it was is very so and".split()
 
@@ -52,12 +52,12 @@ def test_tiny_model_learns_separable_preference(tmp_path: Path) -> None:
         save_dir=tmp_path / "best",
         progress=False,
     )
-    assert metrics["eval/reward_val_accuracy"] > 0.9
-    assert metrics["num_val_pairs"] == 40 and metrics["num_train_pairs"] == 120
+    assert metrics["reward_model/val_accuracy"] > 0.9
+    assert metrics["reward_model/num_val_pairs"] == 40 and metrics["reward_model/num_train_pairs"] == 120
     names = {name for name, _, _ in logged}
-    assert {"loss/reward_bt", "eval/reward_val_accuracy", "eval/reward_val_loss"} <= names
-    val_acc = [value for name, value, _ in logged if name == "eval/reward_val_accuracy"]
-    assert len(val_acc) == 5 and max(val_acc) == metrics["eval/reward_val_accuracy"]
+    assert {"reward_model/loss", "reward_model/val_accuracy", "reward_model/val_loss"} <= names
+    val_acc = [value for name, value, _ in logged if name == "reward_model/val_accuracy"]
+    assert len(val_acc) == 5 and max(val_acc) == metrics["reward_model/val_accuracy"]
     saved = RewardModel.load(tmp_path / "best")
     probe = (["a prompt", "a prompt"], ["the good movie", "the movie"])
     assert torch.equal(saved.score(*probe), model.score(*probe))
@@ -66,11 +66,13 @@ def test_tiny_model_learns_separable_preference(tmp_path: Path) -> None:
 
 def test_split_pairs_by_prompt_from_records_or_pairs() -> None:
     records = toy_records(20)
-    train, val = split_pairs(records, 0.25, seed=1)
+    split = split_pairs(records, 0.25, seed=1)
+    train, val = split.train, split.val
     assert len(val) == 10 and not {p.prompt for p in train} & {p.prompt for p in val}
+    assert len(split.val_records) == 5
     pairs = [Pair("good", "bad", f"p{k % 5}") for k in range(20)]
-    train_pairs, val_pairs = split_pairs(pairs, 0.4, seed=1)
-    assert len(val_pairs) == 8 and not {p.prompt for p in train_pairs} & {p.prompt for p in val_pairs}
+    split = split_pairs(pairs, 0.4, seed=1)
+    assert len(split.val) == 8 and not {p.prompt for p in split.train} & {p.prompt for p in split.val}
 
 
 def test_no_training_pairs_is_explained() -> None:
@@ -85,6 +87,96 @@ def test_run_writes_model_and_metrics(tmp_path: Path) -> None:
     cfg = RewardTrainConfig(
         data=str(data), encoder="tiny", epochs=1, lr=1e-3, val_fraction=0.25, progress=False
     )
-    metrics = run(cfg, tmp_path / "run", log=lambda *_: None)
+    metrics = run(cfg, tmp_path / "run")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
     assert (tmp_path / "run" / "reward_model" / "model.safetensors").is_file()
+    assert list((tmp_path / "run").glob("events.out.tfevents.*"))
+
+
+def noisy_records() -> list[RankingRecord]:
+    """Three labelers; the pair (0, 1) is unanimous, the pair involving 2 is split."""
+    labels = (Label("a", (1, 2, 3)), Label("b", (1, 3, 2)), Label("c", (1, 2, 3)))
+    return [RankingRecord(f"p{k}", ("x good", "y", "z"), "c", labels) for k in range(4)]
+
+
+def test_min_pair_agreement_keeps_unanimous_pairs_and_reports_all() -> None:
+    records = noisy_records()
+    split = split_pairs(records, 0.25, seed=0, min_pair_agreement=1.0)
+    assert {(p.chosen, p.rejected) for p in split.train} == {("x good", "y"), ("x good", "z")}
+    assert len(split.val) == 2 and len(split.val_all) == 3
+    stats = labeler_agreement(records)
+    assert stats["labeler_agreement"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
+    assert stats["labeler_vs_consensus"] == pytest.approx((1 + 1 + 2 / 3) / 3)
+
+
+def test_training_calibrates_scores_and_freezes_lower_layers(tmp_path: Path) -> None:
+    model = tiny_reward_model(seed=0, num_layers=2, pooling="completion")
+    frozen = model.encoder.embeddings.word_embeddings.weight.clone()
+    metrics = train_reward_model(
+        toy_records(24),
+        model,
+        epochs=1,
+        lr=3e-3,
+        trainable_layers=1,
+        val_fraction=0.25,
+        progress=False,
+        save_dir=tmp_path / "rm",
+    )
+    assert torch.equal(model.encoder.embeddings.word_embeddings.weight, frozen)
+    assert metrics["reward_model/score_std"] > 0
+    split = split_pairs(toy_records(24), 0.25, seed=0)
+    unique = list(dict.fromkeys((p.prompt, c) for p in split.train for c in (p.chosen, p.rejected)))
+    scores = model.score([p for p, _ in unique], [c for _, c in unique])
+    assert abs(float(scores.mean())) < 1e-4 and abs(float(scores.std()) - 1) < 1e-4
+    loaded = RewardModel.load(tmp_path / "rm")
+    assert loaded.pooling == "completion" and loaded.score_std == model.score_std
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_yaml_defaults_match_the_config_dataclass() -> None:
+    from dataclasses import asdict
+
+    from omegaconf import OmegaConf
+
+    yaml = OmegaConf.load(Path(__file__).parents[2] / "conf" / "reward_train.yaml")
+    del yaml["hydra"]
+    assert OmegaConf.to_container(yaml) == asdict(RewardTrainConfig())
+
+
+def test_feature_cache_matches_the_full_forward_pass() -> None:
+    from rlenv.reward.features import FrozenFeatureCache
+
+    model = tiny_reward_model(seed=3, num_layers=3, pooling="completion").eval()
+    prompts = ["a good day", "the movie was", "i hate"]
+    completions = ["was good and nice", "bad", "the plot . it was so sad and not fine"]
+    for layers in (0, 1, 3):
+        cache = FrozenFeatureCache(model, layers, batch_size=2)
+        torch.testing.assert_close(
+            cache.score(prompts, completions), model.score(prompts, completions, calibrated=False)
+        )
+        assert len(cache) == 3
+    rewards = FrozenFeatureCache(model, 1).rewards(prompts, completions)
+    assert rewards.requires_grad and rewards.shape == (3,)
+
+
+def test_cached_training_matches_uncached_training() -> None:
+    results = []
+    for cache_features in (True, False):
+        model = tiny_reward_model(seed=0, num_layers=2)
+        model.encoder.config.hidden_dropout_prob = 0.0
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        metrics = train_reward_model(
+            toy_records(16),
+            model,
+            epochs=1,
+            lr=3e-3,
+            trainable_layers=1,
+            cache_features=cache_features,
+            val_fraction=0.25,
+            progress=False,
+        )
+        results.append((metrics["reward_model/val_loss"], model.head.weight.detach().clone()))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-4)
+    torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=1e-4)

@@ -1,0 +1,356 @@
+"""The whole RLHF pipeline in one command: ``python -m agents.rlhf task=sentiment`` (or ``task=detox``).
+
+Stages, all in one run directory (settings in ``conf/rlhf.yaml``):
+
+1. **collect**: the policy LM samples ``collect.n_completions`` completions for each of
+   ``collect.num_prompts`` training prompts; a panel of noisy simulated labelers (VADER
+   sentiment or alt-profanity-check, by task) ranks them -> ``rankings.jsonl``.
+2. **reward_model**: a MiniLM reward model is trained on the consensus pairs and calibrated
+   (its scores have mean 0 and std 1 on the collected completions) -> ``reward_model/``.
+3. **ppo**: :class:`agents.text_ppo.TextPPOAgent` fine-tunes the policy's LoRA adapters in the
+   text env with the generic loop :func:`agents.train.train_loop`; the reward is the reward
+   model's score, with a per-token KL penalty to the reference model (adapters off).
+   The noise-free labeler scores the same completions on the side, and
+   ``charts/rm_minus_labeler`` (both standardised on the collected completions) shows
+   reward hacking: it grows when the policy finds what the reward model overrates.
+4. **eval**: before and after PPO, the same held-out prompts are completed with the same
+   sampling seed and reported: reward-model score, labeler score, KL to the reference
+   (nats per completion, from the sampled tokens), length, and sample completions.
+
+TensorBoard holds every stage: ``reward_model/`` (per optimizer step), ``charts/``,
+``loss/``, ``diag/`` (per PPO env step), ``eval/before/``, ``eval/after/`` and ``perf/``
+(seconds per stage). ``metrics.json`` holds the final numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from agents.logger import NullLogger, flatten
+from agents.train import resolve_device, seed_everything, train_loop, write_checkpoint, write_metrics
+
+log = logging.getLogger(__name__)
+ScoreFn = Callable[[list[str], list[str]], Any]
+
+
+@dataclass
+class PolicyReport:
+    """Held-out completions of one policy and their mean scores."""
+
+    rm_score: float
+    labeler_score: float
+    kl: float
+    length: float
+    prompts: list[str]
+    completions: list[str]
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        names = ("rm_score", "labeler_score", "kl", "length")
+        return {f"{prefix}{name}": float(getattr(self, name)) for name in names}
+
+
+class MonitoringLogger:
+    """A logger that adds the metrics of ``sources`` (``drain() -> dict``) to every ``log`` call."""
+
+    def __init__(self, logger: Any, *sources: Any) -> None:
+        self.logger, self.sources = logger, sources
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        extra = {k: v for source in self.sources for k, v in source.drain().items()}
+        self.logger.log({**metrics, **extra}, step)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.logger, name)
+
+
+@contextmanager
+def stage(name: str, seconds: dict[str, float]) -> Iterator[None]:
+    """Time a pipeline stage into ``seconds[name]`` and log its start and end."""
+    log.info("stage %s ...", name)
+    started = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - started
+    log.info("stage %s done in %.1f s", name, seconds[name])
+
+
+def labeler_kind(cfg: DictConfig) -> str:
+    """``collect.labeler``, else the task's (``task.prompts``: sentiment -> sentiment, detox -> toxicity)."""
+    from rlenv.feedback.collect import resolve_labeler_kind
+
+    task = cfg.get("task", {}).get("prompts")
+    return resolve_labeler_kind(cfg.collect.labeler, task if isinstance(task, str) else None)
+
+
+def task_prompts(cfg: DictConfig, split: str, count: int) -> list[str]:
+    """The first ``count`` prompts of the env's prompt set (a task, a file or a list) for ``split``."""
+    from rlenv.text.prompts import resolve_prompts
+
+    prompts = cfg.env.vector.prompts
+    source = prompts if isinstance(prompts, str) else OmegaConf.to_container(prompts)
+    return resolve_prompts(source, split)[:count]
+
+
+def collect_stage(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict[str, float]]:
+    """Sample completions with the policy and rank them with the simulated panel."""
+    from rlenv.feedback.collect import collect_from_policy, make_labelers, mean_agreement
+    from rlenv.feedback.generate import generate_items
+    from rlenv.text.models import load_causal_lm
+    from rlenv.text.tokenizers import load_tokenizer
+
+    settings = cfg.collect
+    model = load_causal_lm(cfg.env.model, device=resolve_device(cfg.device))
+    tokenizer = load_tokenizer(cfg.env.vector.tokenizer)
+    sampling = OmegaConf.to_container(settings.generation, resolve=True)
+    calls = iter(range(1 << 30))
+
+    def generate(chunk: list[str]) -> list[list[str]]:
+        seed = int(cfg.seed) * 1_000_003 + next(calls)
+        return generate_items(model, tokenizer, chunk, int(settings.n_completions), seed=seed, **sampling)
+
+    panel = make_labelers(
+        labeler_kind(cfg), panel=int(settings.panel), noise=float(settings.noise), seed=int(cfg.seed)
+    )
+    rankings = run_dir / "rankings.jsonl"
+    prompts = task_prompts(cfg, "train", int(settings.num_prompts))
+    summary = collect_from_policy(
+        prompts,
+        generate,
+        panel,
+        rankings,
+        chunk_size=int(settings.chunk_size),
+        meta={"model": str(cfg.env.model), **sampling},
+        progress=bool(cfg.train.progress),
+    )
+    return rankings, {
+        "collect/prompts": float(summary.labeled + summary.already_done),
+        "collect/labeler_agreement": mean_agreement(rankings),
+    }
+
+
+def reward_stage(cfg: DictConfig, rankings: Path, run_dir: Path, logger: Any) -> tuple[Any, dict[str, float]]:
+    """Train and calibrate the reward model on the rankings; returns it and its metrics."""
+    from rlenv.feedback.rankings import load_rankings
+    from rlenv.reward.train import RewardTrainConfig, build_model, train_reward_model
+
+    settings = RewardTrainConfig(data=str(rankings), seed=int(cfg.seed), **cfg.reward_model)
+    model = build_model(settings.encoder, settings.max_length, settings.seed, settings.pooling)
+    options = {
+        k: getattr(settings, k)
+        for k in (
+            "epochs",
+            "batch_size",
+            "lr",
+            "weight_decay",
+            "warmup_fraction",
+            "max_grad_norm",
+            "trainable_layers",
+            "cache_features",
+            "val_fraction",
+            "seed",
+            "flagged_policy",
+            "min_agreement",
+            "min_pair_agreement",
+        )
+    }
+    metrics = train_reward_model(
+        load_rankings(rankings),
+        model.to(resolve_device(cfg.device)),
+        **options,
+        log=lambda name, value, step: logger.log({name: value}, step),
+        save_dir=run_dir / "reward_model",
+        progress=bool(cfg.train.progress),
+    )
+    return model, metrics
+
+
+def labeler_score_fn(kind: str) -> ScoreFn:
+    """The noise-free score of a simulated labeler kind."""
+    from rlenv.feedback.collect import SIMULATED
+
+    return SIMULATED[kind](noise=0.0)
+
+
+def monitored_reward(reward_model: Any, labeler: ScoreFn, rankings: Path) -> Any:
+    """The PPO reward (calibrated reward model) with the labeler's score recorded alongside."""
+    from rlenv.feedback.rankings import load_rankings
+    from rlenv.reward.scoring import MonitoredReward, RewardModelReward, as_array, standardization
+
+    records = load_rankings(rankings)
+    prompts = [r.prompt for r in records for _ in r.completions]
+    completions = [c for r in records for c in r.completions]
+    mean, std = standardization(as_array(labeler(prompts, completions)).tolist())
+    return MonitoredReward(RewardModelReward(reward_model), labeler, monitor_mean=mean, monitor_std=std)
+
+
+@torch.no_grad()
+def evaluate_policy(
+    core: Any, tokenizer: Any, prompts: list[str], reward: ScoreFn, labeler: ScoreFn, settings: DictConfig
+) -> PolicyReport:
+    """Sample one completion per prompt from the policy and score it (see the module docstring)."""
+    from rlenv.feedback.generate import response_log_probs, sample_completions
+    from rlenv.reward.scoring import as_array
+
+    policy = core.policy_lm
+    batches = sample_completions(
+        policy,
+        tokenizer,
+        prompts,
+        max_new_tokens=int(settings.max_new_tokens),
+        batch_size=int(settings.batch_size),
+        seed=int(settings.seed),
+    )
+    kls, lengths, completions = [], [], []
+    for batch in batches:
+        log_probs = response_log_probs(policy, batch)
+        with core.using(reference=True) as reference:
+            kls.append((log_probs - response_log_probs(reference, batch)).sum(dim=1))
+        lengths.append(batch.lengths.float())
+        completions += batch.completions
+    return PolicyReport(
+        rm_score=float(as_array(reward(prompts, completions)).mean()),
+        labeler_score=float(as_array(labeler(prompts, completions)).mean()),
+        kl=float(torch.cat(kls).mean()),
+        length=float(torch.cat(lengths).mean()),
+        prompts=list(prompts),
+        completions=completions,
+    )
+
+
+def format_report(
+    title: str,
+    before: PolicyReport,
+    after: PolicyReport,
+    rm: dict[str, float],
+    seconds: dict[str, float],
+    num_samples: int,
+) -> str:
+    """The before/after table, sample completions, reward-model accuracy and wall time per stage."""
+    rows = [
+        ("reward model score", "rm_score"),
+        ("labeler score", "labeler_score"),
+        ("KL to reference (nats)", "kl"),
+        ("length (tokens)", "length"),
+    ]
+    lines = [title, f"{'':<26}{'before':>10}{'after':>10}{'change':>10}", "-" * 56]
+    for label, name in rows:
+        old, new = getattr(before, name), getattr(after, name)
+        lines.append(f"{label:<26}{old:>10.3f}{new:>10.3f}{new - old:>+10.3f}")
+    lines.append("")
+    for k in range(min(num_samples, len(before.prompts))):
+        lines += [
+            f"prompt: {before.prompts[k]!r}",
+            f"  before: {before.completions[k]!r}",
+            f"  after:  {after.completions[k]!r}",
+        ]
+    ns = "reward_model/"
+    lines += [
+        "",
+        (
+            f"reward model: held-out pairwise accuracy {rm[ns + 'val_accuracy']:.3f} on "
+            f"{int(rm[ns + 'num_val_pairs'])} filtered pairs, {rm[ns + 'val_accuracy_all']:.3f} on all "
+            f"{int(rm[ns + 'num_val_pairs_all'])} consensus pairs; labelers agree "
+            f"{rm.get(ns + 'labeler_agreement', float('nan')):.3f} (pairwise, held-out)"
+        ),
+    ]
+    times = " | ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
+    lines.append(f"wall time: {times} | total {sum(seconds.values()):.0f} s")
+    return "\n".join(lines)
+
+
+def build_ppo(cfg: DictConfig, device: torch.device, reward_fn: ScoreFn) -> tuple[Any, Any]:
+    """The batch-episode text env scored by ``reward_fn``, and the PPO agent."""
+    env = instantiate(cfg.env.vector, device=str(device), reward_fn=reward_fn)
+    agent = instantiate(
+        cfg.agent,
+        observation_space=env.single_observation_space,
+        action_space=env.single_action_space,
+        device=str(device),
+    )
+    return env, agent
+
+
+def ppo_and_eval(cfg: DictConfig, run_dir: Path, parts: dict[str, Any], seconds: dict[str, float]) -> dict:
+    """Evaluate the base policy, train it with PPO, evaluate again; returns the reports and counters."""
+    device = resolve_device(cfg.device)
+    env, agent = build_ppo(cfg, device, parts["reward"])
+    core, tokenizer, logger = agent.network.core, env.config.tokenizer, parts["logger"]
+    heldout = task_prompts(cfg, "heldout", int(cfg.evaluation.num_prompts))
+    scorers = (heldout, parts["reward"].reward_fn, parts["labeler"], cfg.evaluation)
+    with stage("eval_before", seconds):
+        before = evaluate_policy(core, tokenizer, *scorers)
+    logger.log(before.metrics("eval/before/"), 0)
+    trainer = {"env_steps": 0, "updates": 0}
+    try:
+        with stage("ppo", seconds):
+            trainer = train_loop(cfg, run_dir, env, agent, MonitoringLogger(logger, parts["reward"]), trainer)
+        write_checkpoint(run_dir, cfg, env, agent, trainer)
+        with stage("eval_after", seconds):
+            after = evaluate_policy(core, tokenizer, *scorers)
+    finally:
+        env.close()
+    logger.log(after.metrics("eval/after/"), trainer["env_steps"])
+    return {"before": before, "after": after, "trainer": trainer}
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Run every stage as ``cfg`` says; returns the final metrics (also in ``metrics.json``)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.train.torch_threads:
+        torch.set_num_threads(int(cfg.train.torch_threads))
+    seed_everything(int(cfg.seed))
+    logger = instantiate(cfg.logger, log_dir=str(run_dir)) if cfg.logger else NullLogger()
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    logger.text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```")
+    seconds: dict[str, float] = {}
+    try:
+        with stage("collect", seconds):
+            rankings, collected = collect_stage(cfg, run_dir)
+        logger.log(collected, 0)
+        with stage("reward_model", seconds):
+            reward_model, rm_metrics = reward_stage(cfg, rankings, run_dir, logger)
+        labeler = labeler_score_fn(labeler_kind(cfg))
+        reward = monitored_reward(reward_model, labeler, rankings)
+        parts = {"reward": reward, "labeler": labeler, "logger": logger}
+        result = ppo_and_eval(cfg, run_dir, parts, seconds)
+        before, after = result["before"], result["after"]
+        title = f"RLHF {labeler_kind(cfg)}: {len(before.prompts)} held-out prompts, before vs after PPO"
+        report = format_report(title, before, after, rm_metrics, seconds, int(cfg.evaluation.num_samples))
+        print(report)
+        logger.text("eval/report", "```\n" + report + "\n```", result["trainer"]["env_steps"])
+        final = {
+            **collected,
+            **rm_metrics,
+            **before.metrics("eval/before/"),
+            **after.metrics("eval/after/"),
+            **{f"perf/seconds/{name}": value for name, value in seconds.items()},
+            "perf/env_steps": result["trainer"]["env_steps"],
+        }
+        logger.log({k: v for k, v in final.items() if k.startswith("perf/")}, result["trainer"]["env_steps"])
+        logger.hparams(flatten(OmegaConf.to_container(cfg, resolve=True)), after.metrics("eval/after/"))
+        write_metrics(run_dir / "metrics.json", final)
+    finally:
+        logger.close()
+    return final
+
+
+@hydra.main(version_base="1.3", config_path="pkg://conf", config_name="rlhf")
+def main(cfg: DictConfig) -> float:
+    metrics = run(cfg, HydraConfig.get().runtime.output_dir)
+    return float(metrics["eval/after/labeler_score"])
+
+
+if __name__ == "__main__":
+    main()

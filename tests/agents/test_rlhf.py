@@ -1,0 +1,84 @@
+"""The RLHF pipeline end to end with tiny models: collect, reward model, PPO, evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+
+import agents  # noqa: F401  (registers the config resolvers)
+from agents import rlhf
+from rlenv.feedback.rankings import load_rankings
+from rlenv.reward.model import RewardModel
+
+PROMPTS = "[the movie was,a film is very,it was not,this story is,the plot was,i love the]"
+TINY = [
+    "env.model=tiny",
+    f"env.vector.prompts={PROMPTS}",
+    "env.vector.window=16",
+    "env.vector.max_new_tokens=6",
+    "num_envs=4",
+    "agent.num_minibatches=2",
+    "train.total_env_steps=48",
+    "train.progress=false",
+    "train.torch_threads=1",
+    "collect.labeler=sentiment",
+    "collect.num_prompts=6",
+    "collect.n_completions=3",
+    "collect.chunk_size=4",
+    "reward_model.encoder=tiny",
+    "reward_model.epochs=2",
+    "reward_model.lr=1e-3",
+    "reward_model.val_fraction=0.34",
+    "reward_model.min_pair_agreement=null",
+    "evaluation.num_prompts=4",
+    "evaluation.num_samples=2",
+]
+
+
+def compose_rlhf(overrides: list[str]):
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        return compose(config_name="rlhf", overrides=overrides)
+
+
+@pytest.mark.parametrize("task", ["sentiment", "detox"])
+def test_task_picks_prompts_and_labeler(task: str) -> None:
+    cfg = compose_rlhf([f"task={task}"])
+    assert cfg.env.vector.prompts == task
+    assert rlhf.labeler_kind(cfg) == {"sentiment": "sentiment", "detox": "toxicity"}[task]
+    assert cfg.env.vector.autoreset_mode == "disabled"
+    assert cfg.collect.generation.max_new_tokens == cfg.env.vector.max_new_tokens
+
+
+def test_pipeline_runs_every_stage_with_tiny_models(tmp_path, capsys) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    torch.set_num_threads(1)
+    metrics = rlhf.run(compose_rlhf(TINY), tmp_path)
+    out = capsys.readouterr().out
+    assert "before vs after PPO" in out and "wall time: collect" in out and "prompt: " in out
+    assert json.loads((tmp_path / "metrics.json").read_text()) == pytest.approx(metrics, nan_ok=True)
+    for name in ("collect", "reward_model", "eval_before", "ppo", "eval_after"):
+        assert metrics[f"perf/seconds/{name}"] > 0
+    assert metrics["eval/before/kl"] == pytest.approx(0.0, abs=1e-4)
+    assert math.isfinite(metrics["eval/after/kl"]) and metrics["perf/env_steps"] >= 48
+    assert len(load_rankings(tmp_path / "rankings.jsonl")) == 6
+    assert RewardModel.load(tmp_path / "reward_model").score_std > 0
+    assert (tmp_path / "checkpoints" / "latest").is_file() and (tmp_path / "config.yaml").is_file()
+    scalars = set(EventAccumulator(str(tmp_path)).Reload().Tags()["scalars"])
+    expected = {
+        "reward_model/loss",
+        "reward_model/val_accuracy",
+        "charts/score",
+        "charts/kl",
+        "charts/rm_minus_labeler",
+        "charts/labeler_score",
+        "eval/before/rm_score",
+        "eval/after/labeler_score",
+        "collect/labeler_agreement",
+        "perf/seconds/ppo",
+    }
+    assert expected <= scalars
