@@ -150,7 +150,8 @@ def test_integer_like_actions_are_accepted(make_env):
     env = make_env()
     env.reset(seed=0)
     for action in (np.int64(GOOD), np.array(GOOD), torch.tensor(GOOD), GOOD):
-        env.step(action)
+        obs, *_ = env.step(action)
+        assert int(obs["input_ids"][-1]) == GOOD
 
 
 def test_stepping_before_reset_or_after_the_end_raises(make_env):

@@ -144,8 +144,9 @@ def test_bad_actions_are_rejected(make_vec, actions, error, message):
 def test_numpy_and_list_actions_are_accepted(make_vec):
     env = make_vec(num_envs=2)
     env.reset(seed=0)
-    env.step(np.array([GOOD, BAD]))
-    env.step([GOOD, BAD])
+    for actions in (np.array([GOOD, BAD]), [GOOD, BAD]):
+        obs, *_ = env.step(actions)
+        assert obs["input_ids"][:, -1].tolist() == [GOOD, BAD]
 
 
 def test_bad_reward_outputs_and_bad_calls_are_named(make_vec):
