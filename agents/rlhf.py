@@ -39,7 +39,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from agents.logger import NullLogger, flatten
-from agents.train import resolve_device, seed_everything, train_loop, write_checkpoint, write_metrics
+from agents.train import build, resolve_device, seed_everything, train_loop, write_checkpoint, write_metrics
 
 log = logging.getLogger(__name__)
 ScoreFn = Callable[[list[str], list[str]], Any]
@@ -269,22 +269,10 @@ def format_report(
     return "\n".join(lines)
 
 
-def build_ppo(cfg: DictConfig, device: torch.device, reward_fn: ScoreFn) -> tuple[Any, Any]:
-    """The batch-episode text env scored by ``reward_fn``, and the PPO agent."""
-    env = instantiate(cfg.env.vector, device=str(device), reward_fn=reward_fn)
-    agent = instantiate(
-        cfg.agent,
-        observation_space=env.single_observation_space,
-        action_space=env.single_action_space,
-        device=str(device),
-    )
-    return env, agent
-
-
 def ppo_and_eval(cfg: DictConfig, run_dir: Path, parts: dict[str, Any], seconds: dict[str, float]) -> dict:
     """Evaluate the base policy, train it with PPO, evaluate again; returns the reports and counters."""
     device = resolve_device(cfg.device)
-    env, agent = build_ppo(cfg, device, parts["reward"])
+    env, agent = build(cfg, device, reward_fn=parts["reward"])
     core, tokenizer, logger = agent.network.core, env.config.tokenizer, parts["logger"]
     heldout = task_prompts(cfg, "heldout", int(cfg.evaluation.num_prompts))
     scorers = (heldout, parts["reward"].reward_fn, parts["labeler"], cfg.evaluation)

@@ -49,15 +49,17 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise ValueError(f"device={name!r} is not a valid torch device (try cpu, cuda, cuda:0, auto)") from error
+        raise ValueError(
+            f"device={name!r} is not a valid torch device (try cpu, cuda, cuda:0, auto)"
+        ) from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} asked for CUDA, but this machine has none; use device=cpu")
     return device
 
 
-def build(cfg: DictConfig, device: torch.device) -> tuple[Any, Agent]:
-    """The vector env and the agent, built from the spaces of the env."""
-    env = instantiate(cfg.env.vector, device=str(device))
+def build(cfg: DictConfig, device: torch.device, **env_overrides: Any) -> tuple[Any, Agent]:
+    """The vector env (``cfg.env.vector`` with ``env_overrides``) and the agent, built from its spaces."""
+    env = instantiate(cfg.env.vector, device=str(device), **env_overrides)
     agent = instantiate(
         cfg.agent,
         observation_space=env.single_observation_space,
@@ -106,8 +108,14 @@ def train_loop(
     collector_factory = instantiate(cfg.env.collector) if cfg.env.get("collector") else RolloutCollector
     collector = collector_factory(env, agent, seed=cfg.seed + trainer["updates"])
     total = int(cfg.train.total_env_steps)
-    bar = tqdm(total=total, initial=min(trainer["env_steps"], total), unit="step", disable=not cfg.train.progress,
-               desc=f"{cfg.env.name}/{type(agent).__name__}", dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        initial=min(trainer["env_steps"], total),
+        unit="step",
+        disable=not cfg.train.progress,
+        desc=f"{cfg.env.name}/{type(agent).__name__}",
+        dynamic_ncols=True,
+    )
     refresh_self_play(env, agent)
     started = time.perf_counter()
     steps_at_start = trainer["env_steps"]
@@ -126,7 +134,9 @@ def train_loop(
             if trainer["updates"] % cfg.train.log_every == 0:
                 logger.log(metrics, trainer["env_steps"])
                 if "charts/win_rate" in metrics:
-                    bar.set_postfix(win=f"{metrics['charts/win_rate']:.2f}", loss=f"{metrics['charts/loss_rate']:.2f}")
+                    bar.set_postfix(
+                        win=f"{metrics['charts/win_rate']:.2f}", loss=f"{metrics['charts/loss_rate']:.2f}"
+                    )
             for tag, text in getattr(episodes, "texts", {}).items():
                 logger.text(tag, text, trainer["env_steps"])
             if trainer["updates"] % cfg.train.checkpoint_every == 0:
@@ -182,10 +192,15 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     try:
         trainer = train_loop(cfg, run_dir, env, agent, logger, trainer)
         write_checkpoint(run_dir, cfg, env, agent, trainer)
-        results = evaluate_agent(agent, cfg.env, seed=int(cfg.seed) + 1_000_003, device=device,
-                                 progress=bool(cfg.train.progress))
+        results = evaluate_agent(
+            agent, cfg.env, seed=int(cfg.seed) + 1_000_003, device=device, progress=bool(cfg.train.progress)
+        )
         print(format_table(results, title=f"{cfg.env.name} / {type(agent).__name__}: deterministic policy"))
-        final = {**results, "perf/train_seconds": trainer["train_seconds"], "perf/env_steps": trainer["env_steps"]}
+        final = {
+            **results,
+            "perf/train_seconds": trainer["train_seconds"],
+            "perf/env_steps": trainer["env_steps"],
+        }
         logger.log(final, trainer["env_steps"])
         logger.hparams(flatten(OmegaConf.to_container(cfg, resolve=True)), results)
         write_metrics(run_dir / "metrics.json", final)
