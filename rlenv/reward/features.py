@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from rlenv.reward.model import RewardModel, encoder_layers, mean_pool, pooling_mask
+from rlenv.reward.model import RewardModel, encoder_layers, pool
 
 Key = tuple[str, str]
 
@@ -103,7 +103,7 @@ class FrozenFeatureCache:
         for layer in self.top:
             output = layer(hidden, attention_mask=bias)
             hidden = output[0] if isinstance(output, tuple) else output
-        pooled = mean_pool(hidden, pooling_mask(mask, types, self.model.pooling))
+        pooled = pool(hidden, mask, types, self.model.pooling)
         return self.model.head(pooled).squeeze(-1)
 
     @torch.no_grad()

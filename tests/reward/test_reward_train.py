@@ -85,7 +85,13 @@ def test_run_writes_model_and_metrics(tmp_path: Path) -> None:
     data = tmp_path / "r.jsonl"
     write_rankings(data, toy_records(12))
     cfg = RewardTrainConfig(
-        data=str(data), encoder="tiny", epochs=1, lr=1e-3, val_fraction=0.25, progress=False
+        data=str(data),
+        encoder="tiny",
+        epochs=1,
+        lr=1e-3,
+        val_fraction=0.25,
+        trainable_layers=1,
+        progress=False,
     )
     metrics = run(cfg, tmp_path / "run")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
@@ -146,10 +152,10 @@ def test_yaml_defaults_match_the_config_dataclass() -> None:
 def test_feature_cache_matches_the_full_forward_pass() -> None:
     from rlenv.reward.features import FrozenFeatureCache
 
-    model = tiny_reward_model(seed=3, num_layers=3, pooling="completion").eval()
     prompts = ["a good day", "the movie was", "i hate"]
     completions = ["was good and nice", "bad", "the plot . it was so sad and not fine"]
-    for layers in (0, 1, 3):
+    for layers, pooling in ((0, "completion"), (1, "completion_sum"), (3, "mean")):
+        model = tiny_reward_model(seed=3, num_layers=3, pooling=pooling).eval()
         cache = FrozenFeatureCache(model, layers, batch_size=2)
         torch.testing.assert_close(
             cache.score(prompts, completions), model.score(prompts, completions, calibrated=False)
