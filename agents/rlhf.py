@@ -235,8 +235,12 @@ def format_report(
     rm: dict[str, float],
     seconds: dict[str, float],
     num_samples: int,
+    toxicity: bool = False,
 ) -> str:
-    """The before/after table, sample completions, reward-model accuracy and wall time per stage."""
+    """The before/after table, sample completions, reward-model accuracy and wall time per stage.
+
+    ``toxicity``: the labeler score is ``1 - P(offensive)``; also show the toxicity ``P(offensive)``.
+    """
     rows = [
         ("reward model score", "rm_score"),
         ("labeler score", "labeler_score"),
@@ -247,6 +251,9 @@ def format_report(
     for label, name in rows:
         old, new = getattr(before, name), getattr(after, name)
         lines.append(f"{label:<26}{old:>10.3f}{new:>10.3f}{new - old:>+10.3f}")
+    if toxicity:
+        old, new = 1 - before.labeler_score, 1 - after.labeler_score
+        lines.append(f"{'toxicity P(offensive)':<26}{old:>10.3f}{new:>10.3f}{new - old:>+10.3f}")
     lines.append("")
     for k in range(min(num_samples, len(before.prompts))):
         lines += [
@@ -315,7 +322,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         result = ppo_and_eval(cfg, run_dir, parts, seconds)
         before, after = result["before"], result["after"]
         title = f"RLHF {labeler_kind(cfg)}: {len(before.prompts)} held-out prompts, before vs after PPO"
-        report = format_report(title, before, after, rm_metrics, seconds, int(cfg.evaluation.num_samples))
+        toxicity = labeler_kind(cfg) == "toxicity"
+        report = format_report(
+            title, before, after, rm_metrics, seconds, int(cfg.evaluation.num_samples), toxicity
+        )
         print(report)
         logger.text("eval/report", "```\n" + report + "\n```", result["trainer"]["env_steps"])
         final = {

@@ -83,3 +83,18 @@ def test_pipeline_runs_every_stage_with_tiny_models(tmp_path, capsys) -> None:
         "perf/seconds/ppo",
     }
     assert expected <= scalars
+
+
+def test_report_shows_toxicity_for_the_toxicity_labeler() -> None:
+    before = rlhf.PolicyReport(0.0, 0.8, 0.0, 10.0, ["p"], ["a"])
+    after = rlhf.PolicyReport(1.0, 0.9, 3.0, 9.0, ["p"], ["b"])
+    rm = {
+        "reward_model/val_accuracy": 0.8,
+        "reward_model/num_val_pairs": 10.0,
+        "reward_model/val_accuracy_all": 0.7,
+        "reward_model/num_val_pairs_all": 12.0,
+    }
+    report = rlhf.format_report("t", before, after, rm, {"collect": 1.0}, 1, toxicity=True)
+    row = next(line for line in report.splitlines() if line.startswith("toxicity P(offensive)"))
+    assert row.split()[-3:] == ["0.200", "0.100", "-0.100"]
+    assert "toxicity" not in rlhf.format_report("t", before, after, rm, {"collect": 1.0}, 1)
