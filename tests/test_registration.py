@@ -17,7 +17,7 @@ def _entry_point_or_skip(env_id: str, attribute: str = "entry_point") -> None:
     try:
         load_env_creator(entry_point)
     except (ImportError, AttributeError) as error:
-        pytest.skip(f"{env_id}: {attribute} {entry_point!r} does not import yet ({error})")
+        pytest.fail(f"{env_id}: {attribute} {entry_point!r} does not import ({error})")
 
 
 def test_version_and_expected_ids() -> None:
