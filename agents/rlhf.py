@@ -110,6 +110,16 @@ def collect_stage(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict[str, float
     from rlenv.text.tokenizers import load_tokenizer
 
     settings = cfg.collect
+    if settings.get("rankings"):
+        from hydra.utils import to_absolute_path
+
+        from rlenv.feedback.rankings import load_rankings
+
+        rankings = Path(to_absolute_path(str(settings.rankings)))
+        records = load_rankings(rankings)
+        log.info("using %d ranked prompts from %s (nothing collected)", len(records), rankings)
+        agreement = mean_agreement(rankings)
+        return rankings, {"collect/prompts": float(len(records)), "collect/labeler_agreement": agreement}
     model = load_causal_lm(cfg.env.model, device=resolve_device(cfg.device))
     tokenizer = load_tokenizer(cfg.env.vector.tokenizer)
     sampling = OmegaConf.to_container(settings.generation, resolve=True)
@@ -140,11 +150,19 @@ def collect_stage(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict[str, float
 
 
 def reward_stage(cfg: DictConfig, rankings: Path, run_dir: Path, logger: Any) -> tuple[Any, dict[str, float]]:
-    """Train and calibrate the reward model on the rankings; returns it and its metrics."""
+    """Train and calibrate the reward model on the rankings; returns it and its metrics.
+
+    With ``reward_model.path`` set, that saved model is loaded instead and measured on the
+    rankings' validation split (held out when it was trained on these rankings with the same
+    ``seed`` and ``val_fraction``, as a previous run of this pipeline does).
+    """
     from rlenv.feedback.rankings import load_rankings
     from rlenv.reward.train import RewardTrainConfig, build_model, train_reward_model
 
-    settings = RewardTrainConfig(data=str(rankings), seed=int(cfg.seed), **cfg.reward_model)
+    options_cfg = {k: v for k, v in cfg.reward_model.items() if k != "path"}
+    settings = RewardTrainConfig(data=str(rankings), seed=int(cfg.seed), **options_cfg)
+    if cfg.reward_model.get("path"):
+        return _load_reward_model(cfg, settings, rankings)
     model = build_model(settings.encoder, settings.max_length, settings.seed, settings.pooling)
     options = {
         k: getattr(settings, k)
@@ -171,6 +189,29 @@ def reward_stage(cfg: DictConfig, rankings: Path, run_dir: Path, logger: Any) ->
         log=lambda name, value, step: logger.log({name: value}, step),
         save_dir=run_dir / "reward_model",
         progress=bool(cfg.train.progress),
+    )
+    return model, metrics
+
+
+def _load_reward_model(cfg: DictConfig, settings: Any, rankings: Path) -> tuple[Any, dict[str, float]]:
+    from hydra.utils import to_absolute_path
+
+    from rlenv.feedback.rankings import load_rankings
+    from rlenv.reward.model import RewardModel
+    from rlenv.reward.train import evaluate_reward_model
+
+    path = Path(to_absolute_path(str(cfg.reward_model.path)))
+    model = RewardModel.load(path, device=resolve_device(cfg.device))
+    log.info("reward model loaded from %s (not trained in this run)", path)
+    metrics = evaluate_reward_model(
+        model,
+        load_rankings(rankings),
+        val_fraction=settings.val_fraction,
+        seed=settings.seed,
+        flagged_policy=settings.flagged_policy,
+        min_agreement=settings.min_agreement,
+        min_pair_agreement=settings.min_pair_agreement,
+        batch_size=settings.batch_size,
     )
     return model, metrics
 

@@ -245,6 +245,39 @@ def _final_metrics(
     }
 
 
+def evaluate_reward_model(
+    model: RewardModel,
+    data: Sequence[RankingRecord],
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    flagged_policy: FlaggedPolicy = "last",
+    min_agreement: float | None = None,
+    min_pair_agreement: float | None = None,
+    batch_size: int = 32,
+) -> dict[str, float]:
+    """Accuracy of a trained model on the validation split of ``data`` (same split as training).
+
+    The split depends only on the prompts, ``val_fraction`` and ``seed``, so for a model trained
+    by :func:`train_reward_model` on the same rankings with the same settings these pairs are
+    held out. Keys as :func:`train_reward_model` returns them (without the training ones).
+    """
+    pairs = split_pairs(data, val_fraction, seed, flagged_policy, min_agreement, min_pair_agreement)
+    val = evaluate_pairs(model, pairs.val, batch_size)
+    val_all = evaluate_pairs(model, pairs.val_all, batch_size)
+    agreement = labeler_agreement(pairs.val_records, flagged_policy)
+    return {
+        NS + "val_accuracy": val["accuracy"],
+        NS + "val_loss": val["loss"],
+        NS + "val_accuracy_all": val_all["accuracy"],
+        NS + "num_val_pairs": len(pairs.val),
+        NS + "num_val_pairs_all": len(pairs.val_all),
+        **{NS + name: value for name, value in agreement.items() if not math.isnan(value)},
+        NS + "score_mean": model.score_mean,
+        NS + "score_std": model.score_std,
+    }
+
+
 @dataclass
 class RewardTrainConfig:
     """Settings of ``python -m rlenv.reward.train`` (the defaults are ``conf/reward_train.yaml``'s)."""

@@ -98,3 +98,19 @@ def test_report_shows_toxicity_for_the_toxicity_labeler() -> None:
     row = next(line for line in report.splitlines() if line.startswith("toxicity P(offensive)"))
     assert row.split()[-3:] == ["0.200", "0.100", "-0.100"]
     assert "toxicity" not in rlhf.format_report("t", before, after, rm, {"collect": 1.0}, 1)
+
+
+def test_pipeline_reuses_rankings_and_reward_model_of_a_previous_run(tmp_path) -> None:
+    torch.set_num_threads(1)
+    first = rlhf.run(compose_rlhf(TINY), tmp_path / "first")
+    reuse = [
+        f"collect.rankings={tmp_path / 'first' / 'rankings.jsonl'}",
+        f"reward_model.path={tmp_path / 'first' / 'reward_model'}",
+    ]
+    second = rlhf.run(compose_rlhf(TINY + reuse), tmp_path / "second")
+    assert not (tmp_path / "second" / "rankings.jsonl").exists()
+    assert not (tmp_path / "second" / "reward_model").exists()
+    assert second["collect/prompts"] == 6
+    for name in ("val_accuracy", "num_val_pairs", "score_mean"):
+        assert second[f"reward_model/{name}"] == pytest.approx(first[f"reward_model/{name}"], nan_ok=True)
+    assert second["eval/before/rm_score"] == pytest.approx(first["eval/before/rm_score"], abs=1e-5)
