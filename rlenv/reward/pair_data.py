@@ -48,9 +48,25 @@ def split_pairs(
     flagged_policy: FlaggedPolicy = "last",
     min_agreement: float | None = None,
     min_pair_agreement: float | None = None,
+    val_data: Sequence[RankingRecord] | Sequence[Pair] | None = None,
 ) -> PairData:
-    """Pairs split by prompt, from records (filtered as :func:`records_to_pairs` says) or pairs."""
-    train, val = split_by_prompt(list(data), val_fraction, seed)
+    """Pairs split by prompt, from records (filtered as :func:`records_to_pairs` says) or pairs.
+
+    ``val_data``: a held-out set given explicitly; then all of ``data`` trains,
+    ``val_fraction`` and ``seed`` are unused, and no prompt may be in both.
+    """
+    if val_data is None:
+        train, val = split_by_prompt(list(data), val_fraction, seed)
+    else:
+        train, val = list(data), list(val_data)
+        shared = {item.prompt for item in train} & {item.prompt for item in val}
+        if shared:
+            example = next(iter(shared))
+            raise ValueError(
+                f"{len(shared)} prompt(s) are in both the training and the validation data "
+                f"(e.g. {example[:60]!r}); a held-out set must not share prompts with training"
+            )
+        data = train + val
     if all(isinstance(item, Pair) for item in data):
         return PairData(train, val, list(val))  # type: ignore[arg-type]
     filters = (flagged_policy, min_agreement, min_pair_agreement)

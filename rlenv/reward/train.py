@@ -165,6 +165,7 @@ def train_reward_model(
     flagged_policy: FlaggedPolicy = "last",
     min_agreement: float | None = None,
     min_pair_agreement: float | None = None,
+    val_data: Sequence[RankingRecord] | Sequence[Pair] | None = None,
     log: LogFn | None = None,
     save_dir: str | Path | None = None,
     progress: bool = True,
@@ -176,6 +177,9 @@ def train_reward_model(
     and ``reward_model/val_accuracy_all``. The best epoch (highest validation accuracy,
     then lowest validation loss; the last one without validation data) is kept, calibrated
     on the training completions and written to ``save_dir`` when given.
+
+    ``val_data``: held-out records given explicitly (then every record of ``data`` trains and
+    ``val_fraction`` is unused); no prompt may be in both.
 
     ``trainable_layers``: train only the head and the top N encoder layers; with
     ``cache_features`` the frozen layers' output is computed once per completion
@@ -191,7 +195,9 @@ def train_reward_model(
     from tqdm.auto import tqdm
 
     log = log or (lambda name, value, step: None)
-    pairs = split_pairs(data, val_fraction, seed, flagged_policy, min_agreement, min_pair_agreement)
+    pairs = split_pairs(
+        data, val_fraction, seed, flagged_policy, min_agreement, min_pair_agreement, val_data
+    )
     if not pairs.train:
         raise ValueError(
             f"no training pairs from {len(data)} item(s): all tied, filtered, flagged away or in validation"
@@ -254,6 +260,7 @@ def evaluate_reward_model(
     flagged_policy: FlaggedPolicy = "last",
     min_agreement: float | None = None,
     min_pair_agreement: float | None = None,
+    val_data: Sequence[RankingRecord] | None = None,
     batch_size: int = 32,
 ) -> dict[str, float]:
     """Accuracy of a trained model on the validation split of ``data`` (same split as training).
@@ -262,7 +269,9 @@ def evaluate_reward_model(
     by :func:`train_reward_model` on the same rankings with the same settings these pairs are
     held out. Keys as :func:`train_reward_model` returns them (without the training ones).
     """
-    pairs = split_pairs(data, val_fraction, seed, flagged_policy, min_agreement, min_pair_agreement)
+    pairs = split_pairs(
+        data, val_fraction, seed, flagged_policy, min_agreement, min_pair_agreement, val_data
+    )
     val = evaluate_pairs(model, pairs.val, batch_size)
     val_all = evaluate_pairs(model, pairs.val_all, batch_size)
     agreement = labeler_agreement(pairs.val_records, flagged_policy)
@@ -283,6 +292,7 @@ class RewardTrainConfig:
     """Settings of ``python -m rlenv.reward.train`` (the defaults are ``conf/reward_train.yaml``'s)."""
 
     data: str = "???"
+    val_data: str | None = None
     encoder: str = "minilm"
     max_length: int = 64
     pooling: str = "completion"
@@ -317,7 +327,11 @@ def build_model(encoder: str, max_length: int, seed: int, pooling: str = "mean")
 
 
 def fit(
-    cfg: RewardTrainConfig, data: Sequence[RankingRecord], save_dir: Path, log: LogFn
+    cfg: RewardTrainConfig,
+    data: Sequence[RankingRecord],
+    save_dir: Path,
+    log: LogFn,
+    val_data: Sequence[RankingRecord] | None = None,
 ) -> dict[str, float]:
     """Build the model ``cfg`` names and train it on ``data`` (the training part of :func:`run`)."""
     model = build_model(cfg.encoder, cfg.max_length, cfg.seed, cfg.pooling).to(cfg.device)
@@ -337,6 +351,7 @@ def fit(
         flagged_policy=cfg.flagged_policy,  # type: ignore[arg-type]
         min_agreement=cfg.min_agreement,
         min_pair_agreement=cfg.min_pair_agreement,
+        val_data=val_data,
         log=log,
         save_dir=save_dir,
         progress=cfg.progress,
@@ -353,6 +368,7 @@ def run(cfg: RewardTrainConfig, run_dir: str | Path, logger: Any = None) -> dict
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.num_threads)
     records = load_rankings(cfg.data, skip_invalid=cfg.skip_invalid)
+    val_records = None if cfg.val_data is None else load_rankings(cfg.val_data, skip_invalid=cfg.skip_invalid)
     owned = logger is None
     if owned:
         from agents.logger import TensorBoardLogger
@@ -360,7 +376,11 @@ def run(cfg: RewardTrainConfig, run_dir: str | Path, logger: Any = None) -> dict
         logger = TensorBoardLogger(run_dir)
     try:
         metrics = fit(
-            cfg, records, run_dir / cfg.out_dir, lambda name, value, step: logger.log({name: value}, step)
+            cfg,
+            records,
+            run_dir / cfg.out_dir,
+            lambda name, value, step: logger.log({name: value}, step),
+            val_records,
         )
         logger.log(metrics, 0)
     finally:
@@ -380,6 +400,8 @@ def _hydra_main() -> None:
     def main(cfg: DictConfig) -> float:
         settings = RewardTrainConfig(**OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
         settings.data = to_absolute_path(settings.data)
+        if settings.val_data is not None:
+            settings.val_data = to_absolute_path(settings.val_data)
         metrics = run(settings, HydraConfig.get().runtime.output_dir)
         print(json.dumps(metrics, indent=2))
         return metrics[NS + "val_accuracy"]

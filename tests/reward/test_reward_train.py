@@ -75,6 +75,19 @@ def test_split_pairs_by_prompt_from_records_or_pairs() -> None:
     assert len(split.val) == 8 and not {p.prompt for p in split.train} & {p.prompt for p in split.val}
 
 
+def test_explicit_validation_set_is_held_out_and_must_not_share_prompts() -> None:
+    records = toy_records(12)
+    split = split_pairs(records[:9], 0.5, seed=0, val_data=records[9:])
+    assert len(split.train) == 18 and len(split.val) == 6 and split.val_records == records[9:]
+    with pytest.raises(ValueError, match="1 prompt.* in both the training and the validation"):
+        split_pairs(records[:9], 0.1, seed=0, val_data=records[8:])
+    model = tiny_reward_model(seed=0)
+    metrics = train_reward_model(
+        records[:9], model, epochs=1, lr=1e-3, val_data=records[9:], progress=False
+    )
+    assert metrics["reward_model/num_train_pairs"] == 18 and metrics["reward_model/num_val_pairs"] == 6
+
+
 def test_no_training_pairs_is_explained() -> None:
     tied = [RankingRecord("p", ("a", "b"), "c", (Label("x", (1, 1)),))]
     with pytest.raises(ValueError, match="no training pairs from 1 item"):
