@@ -96,6 +96,24 @@ def ppo_loss(
     return PPOLossTerms(policy_loss, value_loss, -entropy.mean(), approx_kl, clipfrac)
 
 
+def logit_spread(logits: Tensor, action_mask: Tensor | None = None) -> Tensor:
+    """Mean squared deviation of the legal actions' logits from their mean, averaged over states.
+
+    A penalty on it keeps the policy from saturating: its gradient pulls every logit toward
+    the state's mean in proportion to the distance, so a move that no advantage supports
+    drifts back to a sampled probability. The entropy bonus cannot do that once the policy
+    is nearly deterministic (its gradient with respect to a logit is ``-p (log p + H)``,
+    which vanishes with ``p``).
+
+    Shapes: ``logits`` (B, A), ``action_mask`` (B, A) nonzero = legal -> scalar.
+    """
+    legal = torch.ones_like(logits) if action_mask is None else action_mask.to(logits.dtype)
+    count = legal.sum(dim=-1).clamp(min=1.0)
+    mean = (logits * legal).sum(dim=-1) / count
+    spread = ((logits - mean.unsqueeze(-1)).pow(2) * legal).sum(dim=-1) / count
+    return spread.mean()
+
+
 def explained_variance(predictions: Tensor, targets: Tensor) -> float:
     """``1 - Var[targets - predictions] / Var[targets]``; NaN when the targets are constant.
 
@@ -189,6 +207,7 @@ class PPOAgent:
         clip_value_loss: bool | float = True,
         value_coef: float = 0.5,
         entropy_coef: float = 0.01,
+        logit_coef: float = 0.0,
         num_epochs: int = 4,
         num_minibatches: int = 4,
         normalize_advantages: bool = True,
@@ -203,6 +222,9 @@ class PPOAgent:
         self.clip_coef = float(clip_coef)
         self.clip_value = _value_clip(clip_value_loss, self.clip_coef)
         self.value_coef, self.entropy_coef = float(value_coef), float(entropy_coef)
+        if logit_coef < 0:
+            raise ValueError(f"logit_coef must be >= 0, got {logit_coef}")
+        self.logit_coef = float(logit_coef)
         self.num_epochs, self.num_minibatches = int(num_epochs), int(num_minibatches)
         self.normalize_advantages = normalize_advantages
         self.max_grad_norm = max_grad_norm
@@ -287,7 +309,9 @@ class PPOAgent:
         )
 
     def _minibatch_loss(self, minibatch: PPOBatch) -> tuple[Tensor, PPOLossTerms]:
-        logits, new_values = self._masked_logits(minibatch.obs, minibatch.action_masks)
+        raw_logits, new_values = self.network(minibatch.obs)
+        raw_logits, new_values = raw_logits.float(), new_values.float()
+        logits = masked_logits(raw_logits, minibatch.action_masks)
         policy = Categorical(logits=logits, validate_args=False)
         advantages = minibatch.advantages
         if self.normalize_advantages and advantages.numel() > 1:
@@ -304,6 +328,8 @@ class PPOAgent:
             self.clip_value,
         )
         total = terms.policy + self.value_coef * terms.value + self.entropy_coef * terms.entropy
+        if self.logit_coef > 0:
+            total = total + self.logit_coef * logit_spread(raw_logits, minibatch.action_masks)
         return total, terms
 
     def _update(self, batch: PPOBatch) -> dict[str, float]:

@@ -120,6 +120,11 @@ class TextPPOAgent(PPOAgent):
         whiten_rewards: bool = False,
         **ppo_arguments: Any,
     ) -> None:
+        if ppo_arguments.get("logit_coef", 0.0):
+            raise ValueError(
+                f"logit_coef={ppo_arguments['logit_coef']} is not supported by TextPPOAgent "
+                "(its update never materialises the full-vocabulary logits); use 0"
+            )
         super().__init__(observation_space, action_space, **ppo_arguments)
         if not isinstance(self.network, SequencePolicy):
             raise TypeError(

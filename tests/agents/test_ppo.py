@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from agents.base import Agent, Rollout
 from agents.networks import ActorCriticMLP
-from agents.ppo import PPOAgent, ppo_loss
+from agents.ppo import PPOAgent, logit_spread, ppo_loss
 
 torch.set_num_threads(1)
 
@@ -293,3 +293,45 @@ def test_learns_a_contextual_bandit() -> None:
     mean_reward = float(_bandit_rollout(agent, 8, 16).rewards.mean())
     assert mean_reward > 0.9
 
+
+
+def test_logit_spread_counts_legal_actions_only() -> None:
+    logits = torch.tensor([[1.0, 3.0, 100.0], [0.0, 0.0, 6.0]], requires_grad=True)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    spread = logit_spread(logits, mask)
+    assert spread.item() == pytest.approx((1.0 + 8.0) / 2)  # rows: 1.0 and (4 + 4 + 16) / 3
+    spread.backward()
+    assert logits.grad[0, 2] == 0.0
+    assert logits.grad[0, 0] < 0 < logits.grad[0, 1]  # descent pulls both toward their mean
+    with pytest.raises(ValueError, match="logit_coef must be >= 0, got -1"):
+        _agent(logit_coef=-1.0)
+
+
+def test_logit_penalty_unsaturates_a_policy_no_advantage_supports() -> None:
+    """Reward 0 everywhere: the entropy bonus barely moves a saturated policy, the logit penalty does."""
+
+    def saturated(**settings: float) -> tuple[PPOAgent, Tensor]:
+        torch.manual_seed(0)
+        space = gymnasium.spaces.Box(0.0, 1.0, shape=(4,), dtype=np.float32)
+        agent = PPOAgent(
+            space,
+            gymnasium.spaces.Discrete(4),
+            network=functools.partial(ActorCriticMLP, hidden_sizes=(16,)),
+            optimizer=functools.partial(torch.optim.Adam, lr=1e-2),
+            rollout_steps=8,
+            **settings,
+        )
+        with torch.no_grad():
+            agent.network.actor[-1].bias.copy_(torch.tensor([12.0, 0.0, 0.0, 0.0]))
+        return agent, torch.eye(4)
+
+    probs = {}
+    for name, settings in {"entropy": {"entropy_coef": 0.01}, "logits": {"logit_coef": 0.01}}.items():
+        agent, states = saturated(**settings)
+        for _ in range(20):
+            rollout = _bandit_rollout(agent, 8, 16)
+            rollout.rewards.zero_()
+            agent.learn(rollout)
+        logits, _ = agent.network(states)
+        probs[name] = torch.softmax(logits, -1)[:, 1:].sum(-1).min().item()
+    assert probs["entropy"] < 1e-3 < 0.05 < probs["logits"]
