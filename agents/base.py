@@ -84,7 +84,8 @@ class Rollout:
         return int(self.actions.shape[1])
 
     def to(self, device: torch.device | str) -> Rollout:
-        return Rollout(**{f.name: move_observation(getattr(self, f.name), device) for f in fields(self)})
+        """A copy on ``device`` of the same class (subclasses with extra fields included)."""
+        return type(self)(**{f.name: move_observation(getattr(self, f.name), device) for f in fields(self)})
 
 
 @runtime_checkable

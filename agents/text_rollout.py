@@ -19,7 +19,7 @@ agents whose replay buffer stores plain tensors (DQN); the networks above unpack
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
@@ -28,7 +28,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import Tensor, nn
 
-from agents.base import Agent, Observation, Rollout, move_observation
+from agents.base import Agent, Observation, Rollout
 from agents.lm import LMActorCritic, LMQNetwork
 
 STEP_FIELDS = ("actions", "log_probs", "values", "rewards", "terminated", "truncated", "valid")
@@ -49,9 +49,6 @@ class TextRollout(Rollout):
     valid: Tensor
     prompt_input_ids: Tensor
     prompt_attention_mask: Tensor
-
-    def to(self, device: torch.device | str) -> TextRollout:
-        return TextRollout(**{f.name: move_observation(getattr(self, f.name), device) for f in fields(self)})
 
     def sequences(self) -> tuple[Tensor, Tensor, int]:
         """Prompt windows followed by the generated tokens, and the column where responses start.
