@@ -9,7 +9,8 @@ each run then trains a fresh reward model (the pipeline's settings, ``conf/rlhf.
 the first N of the remaining prompts and is measured on that same held-out set, so the rows
 differ only in training data. Each row prints the pairwise accuracy on the held-out pairs
 every labeler ordered the same way (the filtered pairs the model trains on), on all held-out
-consensus pairs, the labelers' own pairwise agreement, and, with ``--labeler``, how often
+consensus pairs, the labelers' own pairwise agreement, the filtered accuracy after each
+epoch (the best epoch is the model kept, as in every reward-model run), and, with ``--labeler``, how often
 the noise-free labeler itself orders the filtered held-out pairs as the labels do (the
 ceiling a perfect copy of the labeler would reach).
 """
@@ -76,6 +77,12 @@ def main() -> None:
             raise SystemExit(f"--sizes: {size!r} must be 'all' or in 1..{len(train)}")
         model = build_model(args.encoder, 64, args.seed, args.pooling)
         started = time.perf_counter()
+        per_epoch: list[float] = []
+
+        def log(name: str, value: float, step: int, per_epoch: list[float] = per_epoch) -> None:
+            if name == NS + "val_accuracy" and step > 0:
+                per_epoch.append(value)
+
         metrics = train_reward_model(
             train[:count],
             model,
@@ -87,13 +94,15 @@ def main() -> None:
             seed=args.seed,
             min_pair_agreement=1.0,
             val_data=val,
+            log=log,
             progress=False,
         )
         agreement = metrics.get(NS + "labeler_agreement", float("nan"))
         print(
             f"{count:>8} {int(metrics[NS + 'num_train_pairs']):>11} {metrics[NS + 'val_accuracy']:>12.3f} "
             f"{metrics[NS + 'val_accuracy_all']:>8.3f} {agreement:>8.3f} "
-            f"{time.perf_counter() - started:>6.0f}",
+            f"{time.perf_counter() - started:>6.0f}   per epoch: "
+            + " ".join(f"{value:.3f}" for value in per_epoch),
             flush=True,
         )
 
