@@ -66,7 +66,11 @@ def main() -> None:
 
     records = load_rankings(args.data)
     train, val = split_by_prompt(records, args.val_fraction, args.seed)
-    print(f"{len(records)} ranked prompts: {len(train)} for training, {len(val)} held out")
+    held_out = split_pairs(train, 0.0, 0, min_pair_agreement=1.0, val_data=val)
+    print(
+        f"{len(records)} ranked prompts: {len(train)} for training, {len(val)} held out "
+        f"({len(held_out.val)} filtered held-out pairs, {len(held_out.val_all)} consensus pairs)"
+    )
     if args.labeler:
         ceiling = labeler_ceiling(args.labeler, train, val)
         print(f"noise-free {args.labeler} labeler on the filtered held-out pairs: {ceiling:.3f}")
