@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--trainable-layers", type=int, default=3)
+    parser.add_argument("--trainable-layers", type=int, default=4)
     parser.add_argument("--pooling", default="completion")
     parser.add_argument("--encoder", default="minilm")
     parser.add_argument("--threads", type=int, default=1)

@@ -303,7 +303,7 @@ class RewardTrainConfig:
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
     max_grad_norm: float = 1.0
-    trainable_layers: int | None = 3
+    trainable_layers: int | None = 4
     cache_features: bool = True
     val_fraction: float = 0.1
     seed: int = 0
