@@ -105,13 +105,17 @@ def logit_spread(logits: Tensor, action_mask: Tensor | None = None) -> Tensor:
     is nearly deterministic (its gradient with respect to a logit is ``-p (log p + H)``,
     which vanishes with ``p``).
 
+    Illegal entries are ignored, so masked logits (:func:`agents.base.masked_logits`) do too.
+
     Shapes: ``logits`` (B, A), ``action_mask`` (B, A) nonzero = legal -> scalar.
     """
-    legal = torch.ones_like(logits) if action_mask is None else action_mask.to(logits.dtype)
-    count = legal.sum(dim=-1).clamp(min=1.0)
-    mean = (logits * legal).sum(dim=-1) / count
-    spread = ((logits - mean.unsqueeze(-1)).pow(2) * legal).sum(dim=-1) / count
-    return spread.mean()
+    if action_mask is None:
+        return logits.var(dim=-1, unbiased=False).mean()
+    legal = action_mask.bool()
+    count = legal.sum(dim=-1).clamp(min=1)
+    mean = torch.where(legal, logits, 0.0).sum(dim=-1) / count
+    deviation = torch.where(legal, logits - mean.unsqueeze(-1), 0.0)
+    return (deviation.pow(2).sum(dim=-1) / count).mean()
 
 
 def explained_variance(predictions: Tensor, targets: Tensor) -> float:
@@ -309,9 +313,7 @@ class PPOAgent:
         )
 
     def _minibatch_loss(self, minibatch: PPOBatch) -> tuple[Tensor, PPOLossTerms]:
-        raw_logits, new_values = self.network(minibatch.obs)
-        raw_logits, new_values = raw_logits.float(), new_values.float()
-        logits = masked_logits(raw_logits, minibatch.action_masks)
+        logits, new_values = self._masked_logits(minibatch.obs, minibatch.action_masks)
         policy = Categorical(logits=logits, validate_args=False)
         advantages = minibatch.advantages
         if self.normalize_advantages and advantages.numel() > 1:
@@ -329,7 +331,7 @@ class PPOAgent:
         )
         total = terms.policy + self.value_coef * terms.value + self.entropy_coef * terms.entropy
         if self.logit_coef > 0:
-            total = total + self.logit_coef * logit_spread(raw_logits, minibatch.action_masks)
+            total = total + self.logit_coef * logit_spread(logits, minibatch.action_masks)
         return total, terms
 
     def _update(self, batch: PPOBatch) -> dict[str, float]:
