@@ -102,24 +102,34 @@ def task_prompts(cfg: DictConfig, split: str, count: int) -> list[str]:
     return resolve_prompts(source, split)[:count]
 
 
-def collect_stage(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict[str, float]]:
-    """Sample completions with the policy and rank them with the simulated panel."""
-    from rlenv.feedback.collect import collect_from_policy, make_labelers, mean_agreement
+def collect_stage(cfg: DictConfig, run_dir: Path) -> tuple[list[Any], dict[str, float]]:
+    """Sample completions with the policy and rank them with the simulated panel.
+
+    With ``collect.rankings`` set, that file's records are used and nothing is collected.
+    Returns the ranking records and the stage's metrics.
+    """
+    from rlenv.feedback.collect import mean_agreement
+    from rlenv.feedback.rankings import load_rankings
+
+    if cfg.collect.get("rankings"):
+        from hydra.utils import to_absolute_path
+
+        rankings = Path(to_absolute_path(str(cfg.collect.rankings)))
+        log.info("using the ranked prompts of %s (nothing collected)", rankings)
+    else:
+        rankings = _collect(cfg, run_dir)
+    records = load_rankings(rankings)
+    metrics = {"collect/prompts": float(len(records)), "collect/labeler_agreement": mean_agreement(records)}
+    return records, metrics
+
+
+def _collect(cfg: DictConfig, run_dir: Path) -> Path:
+    from rlenv.feedback.collect import collect_from_policy, make_labelers
     from rlenv.feedback.generate import generate_items
     from rlenv.text.models import load_causal_lm
     from rlenv.text.tokenizers import load_tokenizer
 
     settings = cfg.collect
-    if settings.get("rankings"):
-        from hydra.utils import to_absolute_path
-
-        from rlenv.feedback.rankings import load_rankings
-
-        rankings = Path(to_absolute_path(str(settings.rankings)))
-        records = load_rankings(rankings)
-        log.info("using %d ranked prompts from %s (nothing collected)", len(records), rankings)
-        agreement = mean_agreement(rankings)
-        return rankings, {"collect/prompts": float(len(records)), "collect/labeler_agreement": agreement}
     model = load_causal_lm(cfg.env.model, device=resolve_device(cfg.device))
     tokenizer = load_tokenizer(cfg.env.vector.tokenizer)
     sampling = OmegaConf.to_container(settings.generation, resolve=True)
@@ -134,7 +144,7 @@ def collect_stage(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict[str, float
     )
     rankings = run_dir / "rankings.jsonl"
     prompts = task_prompts(cfg, "train", int(settings.num_prompts))
-    summary = collect_from_policy(
+    collect_from_policy(
         prompts,
         generate,
         panel,
@@ -143,77 +153,39 @@ def collect_stage(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict[str, float
         meta={"model": str(cfg.env.model), **sampling},
         progress=bool(cfg.train.progress),
     )
-    return rankings, {
-        "collect/prompts": float(summary.labeled + summary.already_done),
-        "collect/labeler_agreement": mean_agreement(rankings),
-    }
+    return rankings
 
 
-def reward_stage(cfg: DictConfig, rankings: Path, run_dir: Path, logger: Any) -> tuple[Any, dict[str, float]]:
+def reward_stage(
+    cfg: DictConfig, records: list[Any], run_dir: Path, logger: Any
+) -> tuple[Any, dict[str, float]]:
     """Train and calibrate the reward model on the rankings; returns it and its metrics.
 
     With ``reward_model.path`` set, that saved model is loaded instead and measured on the
     rankings' validation split (held out when it was trained on these rankings with the same
     ``seed`` and ``val_fraction``, as a previous run of this pipeline does).
     """
-    from rlenv.feedback.rankings import load_rankings
-    from rlenv.reward.train import RewardTrainConfig, build_model, train_reward_model
-
-    options_cfg = {k: v for k, v in cfg.reward_model.items() if k != "path"}
-    settings = RewardTrainConfig(data=str(rankings), seed=int(cfg.seed), **options_cfg)
-    if cfg.reward_model.get("path"):
-        return _load_reward_model(cfg, settings, rankings)
-    model = build_model(settings.encoder, settings.max_length, settings.seed, settings.pooling)
-    options = {
-        k: getattr(settings, k)
-        for k in (
-            "epochs",
-            "batch_size",
-            "lr",
-            "weight_decay",
-            "warmup_fraction",
-            "max_grad_norm",
-            "trainable_layers",
-            "cache_features",
-            "val_fraction",
-            "seed",
-            "flagged_policy",
-            "min_agreement",
-            "min_pair_agreement",
-        )
-    }
-    metrics = train_reward_model(
-        load_rankings(rankings),
-        model.to(resolve_device(cfg.device)),
-        **options,
-        log=lambda name, value, step: logger.log({name: value}, step),
-        save_dir=run_dir / "reward_model",
-        progress=bool(cfg.train.progress),
-    )
-    return model, metrics
-
-
-def _load_reward_model(cfg: DictConfig, settings: Any, rankings: Path) -> tuple[Any, dict[str, float]]:
     from hydra.utils import to_absolute_path
 
-    from rlenv.feedback.rankings import load_rankings
     from rlenv.reward.model import RewardModel
-    from rlenv.reward.train import evaluate_reward_model
+    from rlenv.reward.train import RewardTrainConfig, evaluate_reward_model, fit
 
-    path = Path(to_absolute_path(str(cfg.reward_model.path)))
-    model = RewardModel.load(path, device=resolve_device(cfg.device))
-    log.info("reward model loaded from %s (not trained in this run)", path)
-    metrics = evaluate_reward_model(
-        model,
-        load_rankings(rankings),
-        val_fraction=settings.val_fraction,
-        seed=settings.seed,
-        flagged_policy=settings.flagged_policy,
-        min_agreement=settings.min_agreement,
-        min_pair_agreement=settings.min_pair_agreement,
-        batch_size=settings.batch_size,
+    device = resolve_device(cfg.device)
+    options = {k: v for k, v in cfg.reward_model.items() if k != "path"}
+    settings = RewardTrainConfig(
+        seed=int(cfg.seed), device=str(device), progress=bool(cfg.train.progress), **options
     )
-    return model, metrics
+    if not cfg.reward_model.get("path"):
+
+        def log_metric(name: str, value: float, step: int) -> None:
+            logger.log({name: value}, step)
+
+        return fit(settings, records, run_dir / "reward_model", log_metric)
+    path = Path(to_absolute_path(str(cfg.reward_model.path)))
+    model = RewardModel.load(path, device=device)
+    log.info("reward model loaded from %s (not trained in this run)", path)
+    split = settings.split_options()
+    return model, evaluate_reward_model(model, records, batch_size=settings.batch_size, **split)
 
 
 def labeler_score_fn(kind: str) -> ScoreFn:
@@ -223,12 +195,10 @@ def labeler_score_fn(kind: str) -> ScoreFn:
     return SIMULATED[kind](noise=0.0)
 
 
-def monitored_reward(reward_model: Any, labeler: ScoreFn, rankings: Path) -> Any:
+def monitored_reward(reward_model: Any, labeler: ScoreFn, records: list[Any]) -> Any:
     """The PPO reward (calibrated reward model) with the labeler's score recorded alongside."""
-    from rlenv.feedback.rankings import load_rankings
     from rlenv.reward.scoring import MonitoredReward, RewardModelReward, as_array, standardization
 
-    records = load_rankings(rankings)
     prompts = [r.prompt for r in records for _ in r.completions]
     completions = [c for r in records for c in r.completions]
     mean, std = standardization(as_array(labeler(prompts, completions)).tolist())
@@ -353,12 +323,12 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     seconds: dict[str, float] = {}
     try:
         with stage("collect", seconds):
-            rankings, collected = collect_stage(cfg, run_dir)
+            records, collected = collect_stage(cfg, run_dir)
         logger.log(collected, 0)
         with stage("reward_model", seconds):
-            reward_model, rm_metrics = reward_stage(cfg, rankings, run_dir, logger)
+            reward_model, rm_metrics = reward_stage(cfg, records, run_dir, logger)
         labeler = labeler_score_fn(labeler_kind(cfg))
-        reward = monitored_reward(reward_model, labeler, rankings)
+        reward = monitored_reward(reward_model, labeler, records)
         parts = {"reward": reward, "labeler": labeler, "logger": logger}
         result = ppo_and_eval(cfg, run_dir, parts, seconds)
         before, after = result["before"], result["after"]

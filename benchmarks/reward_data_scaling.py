@@ -30,12 +30,11 @@ from rlenv.reward.train import build_model, train_reward_model
 NS = "reward_model/"
 
 
-def labeler_ceiling(kind: str, data: list, val: list) -> float:
-    """Share of the filtered held-out pairs that the noise-free labeler orders as labelled."""
+def labeler_ceiling(kind: str, pairs: list) -> float:
+    """Share of the filtered held-out ``pairs`` that the noise-free labeler orders as labelled."""
     from rlenv.feedback.collect import SIMULATED
 
     labeler = SIMULATED[kind](noise=0.0)
-    pairs = split_pairs(data, 0.0, 0, min_pair_agreement=1.0, val_data=val).val
     if not pairs:
         return float("nan")
     prompts = [p.prompt for p in pairs]
@@ -66,13 +65,13 @@ def main() -> None:
 
     records = load_rankings(args.data)
     train, val = split_by_prompt(records, args.val_fraction, args.seed)
-    held_out = split_pairs(train, 0.0, 0, min_pair_agreement=1.0, val_data=val)
+    held_out = split_pairs([], 0.0, 0, min_pair_agreement=1.0, val_data=val)
     print(
         f"{len(records)} ranked prompts: {len(train)} for training, {len(val)} held out "
         f"({len(held_out.val)} filtered held-out pairs, {len(held_out.val_all)} consensus pairs)"
     )
     if args.labeler:
-        ceiling = labeler_ceiling(args.labeler, train, val)
+        ceiling = labeler_ceiling(args.labeler, held_out.val)
         print(f"noise-free {args.labeler} labeler on the filtered held-out pairs: {ceiling:.3f}")
     print(f"{'prompts':>8} {'train pairs':>11} {'acc filtered':>12} {'acc all':>8} {'labelers':>8} {'s':>6}")
     for size in args.sizes:

@@ -172,11 +172,16 @@ def collect_from_policy(
     return summary
 
 
-def mean_agreement(path: str | os.PathLike[str]) -> float:
-    """Average agreement (:func:`rlenv.feedback.consensus.consensus`) of multi-labeler records."""
-    if not Path(path).exists():
-        return math.nan
-    values = [consensus(r.labels).agreement for r in load_rankings(path, skip_invalid=True)]
+def mean_agreement(source: str | os.PathLike[str] | Sequence[RankingRecord]) -> float:
+    """Average agreement (:func:`rlenv.feedback.consensus.consensus`) of multi-labeler records.
+
+    ``source``: loaded records, or a rankings file (nan when it does not exist).
+    """
+    if isinstance(source, (str, os.PathLike)):
+        if not Path(source).exists():
+            return math.nan
+        source = load_rankings(source, skip_invalid=True)
+    values = [consensus(r.labels).agreement for r in source]
     values = [v for v in values if not math.isnan(v)]
     return sum(values) / len(values) if values else math.nan
 

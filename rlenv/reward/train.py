@@ -315,6 +315,16 @@ class RewardTrainConfig:
     num_threads: int = 2
     progress: bool = True
 
+    def split_options(self) -> dict[str, Any]:
+        """The settings that decide the train/validation pairs (for :func:`evaluate_reward_model`)."""
+        return {
+            "val_fraction": self.val_fraction,
+            "seed": self.seed,
+            "flagged_policy": self.flagged_policy,
+            "min_agreement": self.min_agreement,
+            "min_pair_agreement": self.min_pair_agreement,
+        }
+
 
 def build_model(encoder: str, max_length: int, seed: int, pooling: str = "mean") -> RewardModel:
     """``"tiny"`` (random, for smoke runs), an encoder alias such as ``"minilm"``, or a directory."""
@@ -332,10 +342,11 @@ def fit(
     save_dir: Path,
     log: LogFn,
     val_data: Sequence[RankingRecord] | None = None,
-) -> dict[str, float]:
-    """Build the model ``cfg`` names and train it on ``data`` (the training part of :func:`run`)."""
+) -> tuple[RewardModel, dict[str, float]]:
+    """Build the model ``cfg`` names and train it on ``data``; returns it (saved to ``save_dir``)
+    and its metrics. The training part of :func:`run` and of the RLHF pipeline."""
     model = build_model(cfg.encoder, cfg.max_length, cfg.seed, cfg.pooling).to(cfg.device)
-    return train_reward_model(
+    metrics = train_reward_model(
         data,
         model,
         epochs=cfg.epochs,
@@ -346,16 +357,13 @@ def fit(
         max_grad_norm=cfg.max_grad_norm,
         trainable_layers=cfg.trainable_layers,
         cache_features=cfg.cache_features,
-        val_fraction=cfg.val_fraction,
-        seed=cfg.seed,
-        flagged_policy=cfg.flagged_policy,  # type: ignore[arg-type]
-        min_agreement=cfg.min_agreement,
-        min_pair_agreement=cfg.min_pair_agreement,
+        **cfg.split_options(),
         val_data=val_data,
         log=log,
         save_dir=save_dir,
         progress=cfg.progress,
     )
+    return model, metrics
 
 
 def run(cfg: RewardTrainConfig, run_dir: str | Path, logger: Any = None) -> dict[str, float]:
@@ -375,7 +383,7 @@ def run(cfg: RewardTrainConfig, run_dir: str | Path, logger: Any = None) -> dict
 
         logger = TensorBoardLogger(run_dir)
     try:
-        metrics = fit(
+        _, metrics = fit(
             cfg,
             records,
             run_dir / cfg.out_dir,
