@@ -27,7 +27,14 @@ def map_observation(fn: Callable[[Tensor], Tensor], obs: Observation) -> Observa
 
 def move_observation(obs: Observation, device: torch.device | str) -> Observation:
     """``obs`` (a tensor or a dict of tensors) on ``device``."""
-    return map_observation(lambda x: x.to(device), obs)
+    return map_observation(lambda x: torch.as_tensor(x, device=device), obs)
+
+
+def batch_size(obs: Observation) -> int:
+    """B, the leading dimension of a batch of observations (of any tensor of a dict one)."""
+    if isinstance(obs, dict):
+        return int(next(iter(obs.values())).shape[0])
+    return int(obs.shape[0])
 
 
 @dataclass
@@ -51,16 +58,24 @@ class Rollout:
         obs, next_obs: (T, B, *obs_shape), or a dict of such tensors; ``next_obs[t]`` is the observation that
             followed ``actions[t]``; for a step that ended an episode it is the
             final observation of that episode (not the reset observation).
-        action_masks, next_action_masks: (T, B, A) bool, True = legal.
+        action_masks, next_action_masks: (T, B, A) bool, True = legal; ``None`` when the
+            env reports no action masks (every action legal).
         actions: (T, B) int64.
         log_probs, values: (T, B) float32 from the behaviour policy (zeros when the
             agent produced none).
         rewards: (T, B) float32.
         terminated, truncated: (T, B) bool.
+        valid: (T, B) bool or ``None`` (every step valid). False marks padding: a row of a
+            batch of whole episodes after its episode ended, or the reset step of an env in
+            next-step autoreset mode. Padding steps carry no learning signal and are not
+            counted as env steps.
+        whole_episodes: every row's episode started at step 0 and no row restarted within
+            the rollout (a batch of whole episodes: the env's autoreset is disabled), so a
+            row is one episode from its first observation ``obs[0]`` on.
     """
 
     obs: Observation
-    action_masks: Tensor
+    action_masks: Tensor | None
     actions: Tensor
     log_probs: Tensor
     values: Tensor
@@ -68,7 +83,9 @@ class Rollout:
     terminated: Tensor
     truncated: Tensor
     next_obs: Observation
-    next_action_masks: Tensor
+    next_action_masks: Tensor | None
+    valid: Tensor | None = None
+    whole_episodes: bool = False
 
     @property
     def done(self) -> Tensor:
@@ -83,9 +100,27 @@ class Rollout:
     def num_envs(self) -> int:
         return int(self.actions.shape[1])
 
+    @property
+    def valid_mask(self) -> Tensor:
+        """(T, B) bool: ``valid``, or all True when the rollout has no padding."""
+        if self.valid is None:
+            return torch.ones_like(self.terminated, dtype=torch.bool)
+        return self.valid
+
+    @property
+    def num_valid(self) -> int:
+        """Env steps the rollout holds, padding excluded."""
+        return self.num_steps * self.num_envs if self.valid is None else int(self.valid.sum())
+
     def to(self, device: torch.device | str) -> Rollout:
-        """A copy on ``device`` of the same class (subclasses with extra fields included)."""
-        return type(self)(**{f.name: move_observation(getattr(self, f.name), device) for f in fields(self)})
+        """A copy on ``device``."""
+        moved = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            moved[f.name] = (
+                value if value is None or isinstance(value, bool) else move_observation(value, device)
+            )
+        return type(self)(**moved)
 
 
 @runtime_checkable

@@ -2,17 +2,20 @@
 
 The env config names its evaluation settings (for Tic-Tac-Toe: against the random and the
 perfect opponent, as X and as O); each is played for ``episodes`` episodes and reported as
-win / draw / loss rates (when the env reports outcomes) and mean return.
+win / draw / loss rates (when the env reports outcomes) and the mean and standard deviation of
+the episode return.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -58,7 +61,12 @@ def play_episodes(
         running[done] = 0.0
         bar.update(int(counted.sum()))
     bar.close()
-    result = {"episodes": float(len(returns)), "mean_return": sum(returns) / max(len(returns), 1)}
+    values = np.asarray(returns, dtype=np.float64)
+    result = {
+        "episodes": float(len(returns)),
+        "return_mean": float(values.mean()) if len(values) else math.nan,
+        "return_std": float(values.std()) if len(values) else math.nan,
+    }
     if outcomes:
         n = len(outcomes)
         result |= {
@@ -103,7 +111,7 @@ def format_table(results: dict[str, float], title: str = "") -> str:
     header = f"{'setting':<16}{'episodes':>10}" + (
         f"{'win %':>10}{'draw %':>10}{'loss %':>10}" if has_outcomes else ""
     )
-    header += f"{'return':>10}"
+    header += f"{'return':>10}{'± std':>10}"
     lines = [title, header, "-" * len(header)] if title else [header, "-" * len(header)]
     for setting in settings:
         row = results
@@ -111,7 +119,7 @@ def format_table(results: dict[str, float], title: str = "") -> str:
         if has_outcomes:
             for name in ("win_rate", "draw_rate", "loss_rate"):
                 line += f"{100 * row.get(f'eval/{setting}/{name}', float('nan')):>10.2f}"
-        line += f"{row[f'eval/{setting}/mean_return']:>10.3f}"
+        line += f"{row[f'eval/{setting}/return_mean']:>10.3f}{row[f'eval/{setting}/return_std']:>10.3f}"
         lines.append(line)
     return "\n".join(lines)
 

@@ -4,49 +4,31 @@ Both wrap a causal LM (:class:`agents.lm_core.CausalLMCore`: LoRA adapters, the 
 model = the same base weights with the adapter off) and read the text env's observation,
 ``{"input_ids": (B, W), "attention_mask": (B, W)}`` left-padded with the newest token last.
 
-Full passes (with gradients):
-    ``forward(obs)``: one pass over every window, for a batch of states.
-    ``evaluate_sequences(...)`` (actor-critic): one pass over whole prompt + response
-    sequences giving every response token's log-prob, entropy and value, what a PPO update
-    needs, instead of one pass per token.
+``forward(obs)`` with gradients is one full pass per window. Without gradients (acting) it
+runs through the KV cache (:mod:`agents.lm_cache`): a row whose window is the previous
+call's window shifted by one token costs one token, an unchanged row costs nothing, other
+rows are re-encoded; the result equals the full pass. The cache is dropped whenever the
+trainable weights have changed since it was filled, and by ``reset_cache()``.
 
-Incremental acting (KV cache, no gradients), same results as ``forward``:
-    ``forward_cached(obs)``: returns what ``forward(obs)`` returns. Rows whose window is
-    the previous call's window shifted by one token cost one token; other rows (new
-    episodes, new batches) are re-encoded. A rollout loop can call it on every observation
-    the env returns; nothing else is needed.
-    ``start(obs)`` = ``reset_cache()`` then ``forward_cached(obs)``.
-    ``advance(actions, active=None)``: appends one token per row to the cached windows
-    (inactive rows get the pad token, not attended) and returns the next outputs, for loops
-    that track windows themselves.
-    ``reset_cache()``: drop the cache (it holds the KV of the last batch of windows).
+The actor-critic also scores whole episodes for PPO (``evaluate_episodes``: every
+generated token's log-prob, entropy and value in one pass over prompt + completion) and
+gives the reference policy for the KL penalty (``reference_logits``, ``reference_episodes``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from agents.lm_cache import split_observation
 from agents.lm_core import DEFAULT_LORA, CausalLMCore
+from agents.ppo_batches import EpisodeEvaluation
+from rlenv.text.tokens import append_tokens, token_log_probs
 
 Observation = Mapping[str, Tensor] | Tensor
-
-
-@dataclass
-class SequenceEvaluation:
-    """Per-token quantities of response tokens, time-major.
-
-    Shapes: log_probs, entropies, values (T, B). ``values[t]`` is the value of the state in
-    which response token ``t`` was chosen.
-    """
-
-    log_probs: Tensor
-    entropies: Tensor
-    values: Tensor
 
 
 def num_actions(action_space: Any) -> int:
@@ -55,6 +37,17 @@ def num_actions(action_space: Any) -> int:
     if size is None:
         raise TypeError(f"LM networks need a Discrete action space over tokens, got {action_space!r}")
     return int(size)
+
+
+def check_text_spaces(observation_space: Any, action_space: Any) -> None:
+    """LM networks read the text env's windows and choose one token of its vocabulary."""
+    keys = set(getattr(observation_space, "spaces", {}) or {})
+    if not {"input_ids", "attention_mask"} <= keys:
+        raise TypeError(
+            "a language-model network needs the text env's Dict observation of 'input_ids' and "
+            f"'attention_mask' context windows, got {observation_space}"
+        )
+    num_actions(action_space)
 
 
 def value_head(hidden_size: int, hidden: int | None) -> nn.Module:
@@ -86,9 +79,17 @@ def response_tokens(input_ids: Tensor, response_start: int, num_actions: int) ->
     return tokens
 
 
-def token_log_probs(logits: Tensor, tokens: Tensor) -> Tensor:
-    """Log-probabilities of ``tokens``. Shapes: logits (B, T, A), tokens (B, T) -> (B, T)."""
-    return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+def weights_version(module: nn.Module) -> int:
+    """A number that changes whenever a trainable parameter is modified in place."""
+    return sum(p._version for p in module.parameters() if p.requires_grad)
+
+
+def _through_cache(network: LMActorCritic | LMQNetwork) -> None:
+    """Drop the network's KV cache if its trainable weights changed since it was filled."""
+    version = weights_version(network)
+    if network.cache_version != version:
+        network.reset_cache()
+        network.cache_version = version
 
 
 class LMActorCritic(nn.Module):
@@ -106,6 +107,8 @@ class LMActorCritic(nn.Module):
         dtype: LM parameter dtype (name or dtype; ``None``: float32 / the given model's).
         device: where the network lives.
     """
+
+    check_spaces = staticmethod(check_text_spaces)
 
     def __init__(
         self,
@@ -126,35 +129,57 @@ class LMActorCritic(nn.Module):
         """Shapes: hidden (..., H) -> (...)."""
         return self.value_head(hidden.float()).squeeze(-1)
 
+    cache_version: int | None = None
+
     def forward(self, obs: Observation) -> tuple[Tensor, Tensor]:
-        """Logits of the next token and values, one full pass per window.
+        """Logits of the next token and values (through the KV cache when gradients are off).
 
         Shapes: obs (B, W) -> logits (B, A), values (B,).
         """
-        hidden, logits = self.core.encode_last(obs)
+        if torch.is_grad_enabled():
+            hidden, logits = self.core.encode_last(obs)
+        else:
+            _through_cache(self)
+            hidden, logits = self.core.encode_last_cached(obs)
         return logits, self.values(hidden)
-
-    @torch.no_grad()
-    def forward_cached(self, obs: Observation) -> tuple[Tensor, Tensor]:
-        """``forward(obs)`` through the KV cache, without gradients (see the module docstring)."""
-        hidden, logits = self.core.encode_last_cached(obs)
-        return logits, self.values(hidden)
-
-    def start(self, obs: Observation) -> tuple[Tensor, Tensor]:
-        """Encode new prompts (dropping any cache). Shapes: obs (B, W) -> (B, A), (B,)."""
-        self.reset_cache()
-        return self.forward_cached(obs)
-
-    def advance(self, actions: Tensor, active: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Append one token per row; inactive rows get the pad token. Shapes: (B,) -> (B, A), (B,)."""
-        return self.forward_cached(self.core.next_window(actions, active))
 
     def reset_cache(self) -> None:
         self.core.context.reset()
 
+    def evaluate_episodes(self, first_obs: Observation, actions: Tensor, valid: Tensor) -> EpisodeEvaluation:
+        """Every generated token of whole episodes scored in one pass (PPO's episode batches).
+
+        ``first_obs`` is each episode's first window; ``actions[t]`` the token of step ``t``,
+        ``valid[t]`` False after the episode ended (those columns are not attended).
+        Shapes: first_obs (B, W); actions, valid (T, B) -> outputs (T, B).
+        """
+        input_ids, attention_mask = self._sequences(first_obs, actions, valid)
+        return self.evaluate_sequences(input_ids, attention_mask, input_ids.shape[1] - actions.shape[0])
+
+    def reference_episodes(self, first_obs: Observation, actions: Tensor, valid: Tensor) -> Tensor:
+        """log pi_ref of every generated token of whole episodes. Shapes as :meth:`evaluate_episodes`."""
+        input_ids, attention_mask = self._sequences(first_obs, actions, valid)
+        return self.reference_log_probs(input_ids, attention_mask, input_ids.shape[1] - actions.shape[0])
+
+    def _sequences(self, first_obs: Observation, actions: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """Prompt windows followed by the episodes' tokens; refused if acting dropped tokens."""
+        input_ids, attention_mask = split_observation(first_obs, self.core.device)
+        window = input_ids.shape[1]
+        lengths = attention_mask.sum(-1) + valid.to(attention_mask.device).long().sum(0)
+        if bool((lengths > window).any()):
+            longest = int(lengths.max())
+            raise ValueError(
+                f"an episode of {longest} tokens (prompt plus completion) outgrew the context window of "
+                f"{window} tokens, so the tokens the policy saw cannot be scored as one sequence; use a "
+                f"window of at least {longest} (env.vector.window) or fewer env.vector.max_new_tokens"
+            )
+        return append_tokens(
+            input_ids, attention_mask, actions.T.to(input_ids.device), valid.T.to(input_ids.device)
+        )
+
     def evaluate_sequences(
         self, input_ids: Tensor, attention_mask: Tensor, response_start: int
-    ) -> SequenceEvaluation:
+    ) -> EpisodeEvaluation:
         """Log-probs, entropies and values of every response token in one forward pass.
 
         Sequences are left-padded prompts in columns ``[0, response_start)`` followed by the
@@ -170,7 +195,7 @@ class LMActorCritic(nn.Module):
         log_probs = torch.log_softmax(logits, dim=-1)
         entropies = -(log_probs.exp() * log_probs).sum(-1)
         chosen = log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        return SequenceEvaluation(chosen.T, entropies.T, self.values(hidden).T)
+        return EpisodeEvaluation(chosen.T, entropies.T, self.values(hidden).T)
 
     def reference_log_probs(self, input_ids: Tensor, attention_mask: Tensor, response_start: int) -> Tensor:
         """Log-probs of the response tokens under the reference model (no gradients).
@@ -196,9 +221,11 @@ class LMQNetwork(nn.Module):
     adapters, ``scale`` and the per-token ``bias`` train; a deep copy (the DQN target
     network) shares the frozen base weights. Arguments as for :class:`LMActorCritic`.
 
-    ``forward(obs)`` -> q (B, A); ``forward_cached``, ``start``, ``advance`` and
-    ``reset_cache`` act through the KV cache like the actor-critic's, returning q.
+    ``forward(obs)`` -> q (B, A), through the KV cache when gradients are off, like the
+    actor-critic's.
     """
+
+    check_spaces = staticmethod(check_text_spaces)
 
     def __init__(
         self,
@@ -220,20 +247,17 @@ class LMQNetwork(nn.Module):
         """Shapes: logits (B, A) -> (B, A)."""
         return self.scale * logits + self.bias
 
+    cache_version: int | None = None
+
     def forward(self, obs: Observation) -> Tensor:
-        """Shapes: obs (B, W) -> q (B, A)."""
-        return self.q_values(self.core.encode_last(obs)[1])
+        """Q-values over the tokens (through the KV cache when gradients are off).
 
-    @torch.no_grad()
-    def forward_cached(self, obs: Observation) -> Tensor:
+        Shapes: obs (B, W) -> q (B, A).
+        """
+        if torch.is_grad_enabled():
+            return self.q_values(self.core.encode_last(obs)[1])
+        _through_cache(self)
         return self.q_values(self.core.encode_last_cached(obs)[1])
-
-    def start(self, obs: Observation) -> Tensor:
-        self.reset_cache()
-        return self.forward_cached(obs)
-
-    def advance(self, actions: Tensor, active: Tensor | None = None) -> Tensor:
-        return self.forward_cached(self.core.next_window(actions, active))
 
     def reset_cache(self) -> None:
         self.core.context.reset()

@@ -7,6 +7,8 @@ one token per row instead of ``W``:
 
 * a row whose new window is its previous window shifted by exactly one token (ids and mask)
   is served from the cache;
+* a row whose window did not change (a finished row of a batch of whole episodes) costs
+  nothing: its output is the previous one, and an unattended column keeps its cache aligned;
 * any other row (a reset episode, a new batch, a real token dropping off the left edge of a
   full window) is re-encoded alone and merged into the cache;
 * a batch of a different shape starts a new cache.
@@ -26,6 +28,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from rlenv.text.tokens import first_attended_column, position_ids
 
 # run(input_ids, attention_mask, position_ids, cache) -> last hidden states (B, L, H)
 EncodeFn = Callable[[Tensor, Tensor, Tensor, Any], Tensor]
@@ -62,23 +66,6 @@ def split_observation(
     return input_ids, attention_mask
 
 
-def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
-    """Position of each token counting attended tokens only, so left padding shifts nothing.
-
-    Shapes: attention_mask (B, L) -> (B, L) int64.
-    """
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def first_attended_column(attention_mask: Tensor) -> int:
-    """Index of the first column attended in any row (``L`` when none is).
-
-    Shapes: attention_mask (B, L).
-    """
-    attended = attention_mask.bool().any(0).nonzero()
-    return int(attended[0]) if len(attended) else attention_mask.shape[-1]
-
-
 def extends_by_one(old_ids: Tensor, old_mask: Tensor, new_ids: Tensor, new_mask: Tensor) -> Tensor:
     """Rows whose new window is the old one shifted left by one token, losing no real token.
 
@@ -98,19 +85,18 @@ class ContextCache:
 
     def __init__(self) -> None:
         self.cache: Any = None
-        self.input_ids: Tensor | None = None
+        self.input_ids: Tensor | None = None  # the windows the cache columns hold
         self.attention_mask: Tensor | None = None
+        self.observed: tuple[Tensor, Tensor] | None = None  # the windows of the last call
+        self.hidden: Tensor | None = None  # its output
         self.length = 0
 
     def reset(self) -> None:
         self.cache, self.input_ids, self.attention_mask, self.length = None, None, None, 0
+        self.observed, self.hidden = None, None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> ContextCache:
         return ContextCache()
-
-    @property
-    def active(self) -> bool:
-        return self.cache is not None
 
     def step(self, encode: EncodeFn, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Hidden state of the newest token of each row for these windows.
@@ -119,21 +105,40 @@ class ContextCache:
         """
         if self.input_ids is None or self.attention_mask is None or self.input_ids.shape != input_ids.shape:
             return self._encode_all(encode, input_ids, attention_mask)
+        assert self.observed is not None and self.hidden is not None
         extends = extends_by_one(self.input_ids, self.attention_mask, input_ids, attention_mask)
-        if not bool(extends.any()):
+        unchanged = (
+            ~extends
+            & (input_ids == self.observed[0]).all(-1)
+            & (attention_mask == self.observed[1]).all(-1)
+            & (self.attention_mask[:, 0] == 0)
+        )
+        served = extends | unchanged
+        if not bool(served.any()):
             return self._encode_all(encode, input_ids, attention_mask)
+        held_ids, held_mask = input_ids, attention_mask
+        if bool(unchanged.any()):
+            column = unchanged[:, None]
+            idle_ids = torch.cat([self.input_ids[:, 1:], self.input_ids[:, -1:]], dim=1)
+            idle_mask = torch.cat(
+                [self.attention_mask[:, 1:], torch.zeros_like(attention_mask[:, :1])], dim=1
+            )
+            held_ids = torch.where(column, idle_ids, input_ids)
+            held_mask = torch.where(column, idle_mask, attention_mask)
         window = input_ids.shape[1]
         if self.length == window:
             self._drop_first_column()
-        if not bool(extends.all()):
-            self._reencode_rows(encode, (~extends).nonzero().squeeze(-1), input_ids, attention_mask)
+        if not bool(served.all()):
+            self._reencode_rows(encode, (~served).nonzero().squeeze(-1), held_ids, held_mask)
         start = window - 1 - self.length
-        mask = attention_mask[:, start:]
-        positions = position_ids_from_mask(mask)[:, -1:]
-        hidden = encode(input_ids[:, -1:], mask, positions, self.cache)
+        mask = held_mask[:, start:]
+        positions = position_ids(mask)[:, -1:]
+        hidden = encode(held_ids[:, -1:], mask, positions, self.cache)[:, -1]
+        hidden = torch.where(unchanged[:, None], self.hidden, hidden)
         self.length += 1
-        self.input_ids, self.attention_mask = input_ids, attention_mask
-        return hidden[:, -1]
+        self.input_ids, self.attention_mask = held_ids, held_mask
+        self.observed, self.hidden = (input_ids, attention_mask), hidden
+        return hidden
 
     def _encode_all(self, encode: EncodeFn, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         from transformers import DynamicCache
@@ -141,10 +146,11 @@ class ContextCache:
         start = min(first_attended_column(attention_mask), input_ids.shape[1] - 1)
         mask = attention_mask[:, start:]
         self.cache = DynamicCache()
-        hidden = encode(input_ids[:, start:], mask, position_ids_from_mask(mask), self.cache)
+        hidden = encode(input_ids[:, start:], mask, position_ids(mask), self.cache)[:, -1]
         self.length = input_ids.shape[1] - start
         self.input_ids, self.attention_mask = input_ids, attention_mask
-        return hidden[:, -1]
+        self.observed, self.hidden = (input_ids, attention_mask), hidden
+        return hidden
 
     def _drop_first_column(self) -> None:
         for layer in self.cache.layers:
@@ -165,7 +171,7 @@ class ContextCache:
         if prefix_ids.shape[1] == 0:
             return
         fresh = DynamicCache()
-        encode(prefix_ids, prefix_mask, position_ids_from_mask(prefix_mask), fresh)
+        encode(prefix_ids, prefix_mask, position_ids(prefix_mask), fresh)
         pad = length - prefix_ids.shape[1]
         for layer, new in zip(self.cache.layers, fresh.layers, strict=True):
             layer.keys[rows] = torch.nn.functional.pad(new.keys, (0, 0, pad, 0))

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from agents.lm_cache import ContextCache, first_attended_column, position_ids_from_mask, split_observation
+from agents.lm_cache import ContextCache, split_observation
+from rlenv.text.tokens import first_attended_column, position_ids
 
 DEFAULT_LORA: Mapping[str, Any] = MappingProxyType(
     {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ("q_proj", "v_proj")}
@@ -171,7 +172,7 @@ class CausalLMCore(nn.Module):
         start = min(first_attended_column(attention_mask), first)
         input_ids, attention_mask = input_ids[:, start:], attention_mask[:, start:]
         with self.using(reference) as lm:
-            hidden = self.hidden(lm, input_ids, attention_mask, position_ids_from_mask(attention_mask))
+            hidden = self.hidden(lm, input_ids, attention_mask, position_ids(attention_mask))
             hidden = hidden[:, first - start :]
             return hidden, self.head(lm, hidden)
 
@@ -193,23 +194,6 @@ class CausalLMCore(nn.Module):
         lm = self.policy_lm
         hidden = self.context.step(lambda *args: self.hidden(lm, *args), input_ids, attention_mask)
         return hidden, self.head(lm, hidden)
-
-    def next_window(self, actions: Tensor, active: Tensor | None) -> dict[str, Tensor]:
-        """The cached windows shifted left by one, with ``actions`` appended.
-
-        Inactive rows get the pad token, not attended. Shapes: actions, active (B,).
-        """
-        if self.context.input_ids is None or self.context.attention_mask is None:
-            raise RuntimeError("advance() needs a prior start(obs) or forward_cached(obs)")
-        actions = actions.to(self.context.input_ids.device).long().view(-1, 1)
-        if active is None:
-            active = torch.ones_like(actions, dtype=torch.bool)
-        active = active.to(actions.device).bool().view(-1, 1)
-        token = torch.where(active, actions, torch.full_like(actions, self.pad_token_id))
-        return {
-            "input_ids": torch.cat([self.context.input_ids[:, 1:], token], dim=1),
-            "attention_mask": torch.cat([self.context.attention_mask[:, 1:], active.long()], dim=1),
-        }
 
     def __deepcopy__(self, memo: dict[int, Any]) -> CausalLMCore:
         for parameter in self.parameters():

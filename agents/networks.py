@@ -1,8 +1,9 @@
 """Multilayer perceptrons for flat observations: an actor-critic and a Q-network.
 
 Both take ``(observation_space, action_space)`` like every network factory in ``agents/``,
-accept a ``gymnasium.spaces.Box`` observation of any shape and dtype (cast to float and
-flattened) and a ``gymnasium.spaces.Discrete`` action space. Leading batch dimensions are
+accept any observation space of :class:`ObservationEncoder` (``Box`` of any shape and
+dtype, ``Discrete``, ``MultiDiscrete``, ``MultiBinary``, ``Dict`` of them) and a
+``gymnasium.spaces.Discrete`` action space. Leading batch dimensions are
 free: an input ``(*batch, *obs_shape)`` gives outputs ``(*batch, A)`` and ``(*batch,)``.
 
 Weights use orthogonal initialisation with zero biases: gain sqrt(2) for hidden layers,
@@ -74,12 +75,6 @@ def mlp(
     return body
 
 
-def _observation_shape(observation_space: gymnasium.Space, owner: str) -> tuple[int, ...]:
-    if not isinstance(observation_space, gymnasium.spaces.Box):
-        raise TypeError(f"{owner} needs a Box observation space, got {observation_space!r}")
-    return tuple(int(d) for d in observation_space.shape)
-
-
 def _num_actions(action_space: gymnasium.Space, owner: str) -> int:
     if not isinstance(action_space, gymnasium.spaces.Discrete):
         raise TypeError(f"{owner} needs a Discrete action space, got {action_space!r}")
@@ -100,33 +95,83 @@ def flatten_observations(obs: Tensor, obs_shape: tuple[int, ...], dtype: torch.d
     return obs.to(dtype).reshape(*batch_shape, math.prod(obs_shape))
 
 
-class ObservationEncoder(nn.Module):
-    """Flat float features of a Box observation: the values cast to float, or one-hot codes.
+SUPPORTED_SPACES = "Box, Discrete, MultiDiscrete, MultiBinary, or a Dict of them"
 
-    ``one_hot=True`` suits small integer spaces (a board of -1/0/1 cells): each element
-    becomes ``high - low + 1`` indicator features. Shapes: (*batch, *obs_shape) -> (*batch, F).
+
+def check_observation_space(space: gymnasium.Space, owner: str = "network") -> None:
+    """Raise a TypeError naming ``space`` unless :class:`ObservationEncoder` can read it."""
+    spaces = gymnasium.spaces
+    if isinstance(space, spaces.Dict):
+        for child in space.spaces.values():
+            check_observation_space(child, owner)
+        return
+    if not isinstance(space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
+        raise TypeError(f"{owner} reads {SUPPORTED_SPACES} observations, got {space!r}")
+
+
+class ObservationEncoder(nn.Module):
+    """Flat float features of any observation space the agents support.
+
+    * ``Box``: the values cast to float and flattened; ``one_hot=True`` (integer boxes with at
+      most 256 values per element, e.g. a board of -1/0/1 cells) gives each element
+      ``high - low + 1`` indicator features instead.
+    * ``Discrete``: a one-hot code of the state. ``MultiDiscrete``: one code per element.
+      ``MultiBinary``: the bits as floats.
+    * ``Dict``: the features of every entry, concatenated in key order.
+
+    Shapes: (*batch, *obs_shape) (a dict of such for ``Dict``) -> (*batch, num_features).
     """
 
     def __init__(self, observation_space: gymnasium.Space, one_hot: bool = False, owner: str = "network"):
         super().__init__()
-        self.obs_shape = _observation_shape(observation_space, owner)
+        check_observation_space(observation_space, owner)
+        spaces = gymnasium.spaces
+        self.space = observation_space
         self.one_hot = one_hot
-        self.num_features = math.prod(self.obs_shape)
-        if one_hot:
-            low, high = observation_space.low, observation_space.high
-            if not np.issubdtype(observation_space.dtype, np.integer) or np.any(high - low > 255):
-                raise ValueError(
-                    "one_hot=True needs an integer Box with at most 256 values per element, "
-                    f"got {observation_space!r}"
-                )
+        self.children_by_key = nn.ModuleDict()
+        if isinstance(observation_space, spaces.Dict):
+            for key, child in observation_space.spaces.items():
+                self.children_by_key[key] = ObservationEncoder(child, one_hot, owner)
+            self.num_features = sum(child.num_features for child in self.children_by_key.values())
+            return
+        self.obs_shape = tuple(int(d) for d in (observation_space.shape or ()))
+        low, classes = self._codes(observation_space, one_hot)
+        self.num_classes = classes
+        if low is not None:
             self.register_buffer("low", torch.as_tensor(low.reshape(-1), dtype=torch.long), persistent=False)
-            self.num_classes = int((high - low).max()) + 1
-            self.num_features *= self.num_classes
+        self.num_features = max(1, math.prod(self.obs_shape)) * (classes or 1)
 
-    def forward(self, obs: Tensor, dtype: torch.dtype) -> Tensor:
-        if not self.one_hot:
+    @staticmethod
+    def _codes(space: gymnasium.Space, one_hot: bool) -> tuple[np.ndarray | None, int | None]:
+        """The offset and number of indicator codes per element (``None``: values as floats)."""
+        spaces = gymnasium.spaces
+        if isinstance(space, spaces.Discrete):
+            return np.asarray([space.start]), int(space.n)
+        if isinstance(space, spaces.MultiDiscrete):
+            if np.any(space.nvec > 256):
+                raise ValueError(
+                    f"MultiDiscrete elements with more than 256 values are not supported: {space!r}"
+                )
+            return np.asarray(space.start).reshape(-1), int(space.nvec.max())
+        if isinstance(space, spaces.Box) and one_hot:
+            low, high = space.low, space.high
+            if not np.issubdtype(space.dtype, np.integer) or np.any(high - low > 255):
+                raise ValueError(
+                    f"one_hot=True needs an integer Box with at most 256 values per element, got {space!r}"
+                )
+            return low.reshape(-1), int((high - low).max()) + 1
+        return None, None
+
+    def forward(self, obs: Tensor | dict[str, Tensor], dtype: torch.dtype) -> Tensor:
+        if len(self.children_by_key) > 0:
+            if not isinstance(obs, dict):
+                raise TypeError(f"a Dict observation space needs dict observations, got {type(obs).__name__}")
+            return torch.cat([child(obs[key], dtype) for key, child in self.children_by_key.items()], dim=-1)
+        if self.num_classes is None:
             return flatten_observations(obs, self.obs_shape, dtype)
-        flat = flatten_observations(obs, self.obs_shape, torch.long)
+        flat = (
+            flatten_observations(obs, self.obs_shape, torch.long) if self.obs_shape else obs.long()[..., None]
+        )
         return nn.functional.one_hot(flat - self.low, self.num_classes).flatten(-2).to(dtype)
 
 
@@ -135,6 +180,12 @@ class ActorCriticMLP(nn.Module):
 
     Shapes: forward(obs (B, *obs_shape)) -> (logits (B, A), values (B,)).
     """
+
+    @staticmethod
+    def check_spaces(observation_space: gymnasium.Space, action_space: gymnasium.Space) -> None:
+        """Any observation :class:`ObservationEncoder` reads; a ``Discrete`` action space."""
+        check_observation_space(observation_space, "an MLP network")
+        _num_actions(action_space, "an MLP network")
 
     def __init__(
         self,
@@ -147,7 +198,6 @@ class ActorCriticMLP(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = ObservationEncoder(observation_space, one_hot, type(self).__name__)
-        self.obs_shape = self.encoder.obs_shape
         self.num_actions = _num_actions(action_space, type(self).__name__)
         in_dim = self.encoder.num_features
         self.shared = shared
@@ -172,6 +222,12 @@ class QNetworkMLP(nn.Module):
     Shapes: forward(obs (B, *obs_shape)) -> q (B, A).
     """
 
+    @staticmethod
+    def check_spaces(observation_space: gymnasium.Space, action_space: gymnasium.Space) -> None:
+        """Any observation :class:`ObservationEncoder` reads; a ``Discrete`` action space."""
+        check_observation_space(observation_space, "an MLP network")
+        _num_actions(action_space, "an MLP network")
+
     def __init__(
         self,
         observation_space: gymnasium.Space,
@@ -183,7 +239,6 @@ class QNetworkMLP(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = ObservationEncoder(observation_space, one_hot, type(self).__name__)
-        self.obs_shape = self.encoder.obs_shape
         self.num_actions = _num_actions(action_space, type(self).__name__)
         self.dueling = dueling
         self.torso, width = torso(self.encoder.num_features, hidden_sizes, activation)

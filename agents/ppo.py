@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
 import gymnasium
@@ -31,9 +30,11 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
-from agents.base import Observation, PolicyStep, Rollout, map_observation, masked_logits
+from agents.base import Observation, PolicyStep, Rollout, map_observation
 from agents.gae import gae
+from agents.kl import KLController, kl_penalized_rewards, whiten_rewards
 from agents.networks import ActorCriticMLP
+from agents.ppo_batches import EpisodeBatch, StepBatch, batch_layout, policy_outputs
 
 NetworkFactory = Callable[[gymnasium.Space, gymnasium.Space], nn.Module]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -134,28 +135,6 @@ def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=2.5e-4, eps=1e-5)
 
 
-@dataclass
-class PPOBatch:
-    """Training samples flattened from a rollout.
-
-    Shapes: N = T * B samples. obs (N, *obs_shape) or a dict of such; action_masks (N, A) bool;
-    actions (N,) int64; log_probs, values, advantages, returns (N,) float32.
-    """
-
-    obs: Observation
-    action_masks: Tensor
-    actions: Tensor
-    log_probs: Tensor
-    values: Tensor
-    advantages: Tensor
-    returns: Tensor
-
-    def __getitem__(self, index: Tensor) -> PPOBatch:
-        return PPOBatch(
-            **{f.name: map_observation(lambda x: x[index], getattr(self, f.name)) for f in fields(self)}
-        )
-
-
 def _value_clip(clip_value_loss: bool | float | None, clip_coef: float) -> float | None:
     if clip_value_loss is True:
         return clip_coef
@@ -188,12 +167,38 @@ def _check_settings(
 class PPOAgent:
     """PPO for discrete (maskable) actions; implements the :class:`~agents.base.Agent` protocol.
 
-    ``clip_value_loss``: ``True`` clips the value loss with ``clip_coef``, a float clips it with
-    that coefficient, ``False`` disables the clip. ``target_kl``: stop the update (all epochs)
-    at the first minibatch whose approximate KL exceeds it, before its gradient step (its terms
-    still count in the reported means; ``diag/epochs_run`` counts the epochs begun).
-    ``lr_schedule``: factory ``optimizer -> LRScheduler``, stepped once per :meth:`learn`.
-    Only parameters with ``requires_grad`` reach the optimizer (frozen weights stay out).
+    Args:
+        observation_space, action_space: the env's single spaces.
+        network: factory ``(observation_space, action_space) -> module`` whose
+            ``forward(obs)`` returns ``(logits (B, A), values (B,))``.
+        optimizer: factory ``params -> torch.optim.Optimizer`` over the trainable parameters.
+        device: where the network lives and learning happens.
+        rollout_steps: env steps per env collected before each update.
+        gamma, gae_lambda: discount and GAE trace parameter, in [0, 1].
+        clip_coef: epsilon of the ratio clip (> 0).
+        clip_value_loss: ``True`` clips the value change with ``clip_coef``, a float with that
+            value, ``False`` not at all.
+        value_coef, entropy_coef: ``c1`` and ``c2`` of the objective.
+        logit_coef: weight of the penalty on the spread of legal logits (:func:`logit_spread`),
+            >= 0; needs the step layout (the logits of every action).
+        num_epochs, num_minibatches: passes over the batch and minibatches per pass (>= 1).
+        normalize_advantages: standardise advantages within each minibatch.
+        max_grad_norm: clip the gradient norm (``None``: no clip).
+        target_kl: stop the update at the first minibatch whose approximate KL exceeds it,
+            before its gradient step (``diag/epochs_run`` counts the epochs begun).
+        lr_schedule: factory ``optimizer -> LRScheduler``, stepped once per :meth:`learn`.
+        kl: a KL controller (:mod:`agents.kl`): each valid step is rewarded
+            ``-coef * (log pi(a|s) - log pi_ref(a|s))`` against the network's frozen reference
+            policy, and the controller adapts ``coef`` after every update. ``None``: no penalty.
+        whiten_rewards: divide the (penalised) step rewards by their standard deviation over
+            the batch's valid steps before GAE (the mean is kept).
+        bootstrap_truncated: a truncated step bootstraps from the value of its final
+            observation; ``False`` treats truncation as the end of all reward (text
+            completions cut at their length limit are scored and final).
+
+    Batches: whole episodes when the rollout holds them and the network has
+    ``evaluate_episodes`` (one call per minibatch of episodes), else single steps
+    (:mod:`agents.ppo_batches`). Only parameters with ``requires_grad`` reach the optimizer.
     """
 
     def __init__(
@@ -218,16 +223,24 @@ class PPOAgent:
         max_grad_norm: float | None = 0.5,
         target_kl: float | None = None,
         lr_schedule: ScheduleFactory | None = None,
+        kl: KLController | None = None,
+        whiten_rewards: bool = False,
+        bootstrap_truncated: bool = True,
     ) -> None:
         _check_settings(rollout_steps, num_epochs, num_minibatches, gamma, gae_lambda, clip_coef)
+        for name, value in (("logit_coef", logit_coef), ("value_coef", value_coef)):
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be positive or null (no clipping), got {max_grad_norm}")
+        if target_kl is not None and not target_kl > 0:
+            raise ValueError(f"target_kl must be positive or null (no early stop), got {target_kl}")
         self.device = torch.device(device)
         self.rollout_steps = int(rollout_steps)
         self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
         self.clip_coef = float(clip_coef)
         self.clip_value = _value_clip(clip_value_loss, self.clip_coef)
         self.value_coef, self.entropy_coef = float(value_coef), float(entropy_coef)
-        if logit_coef < 0:
-            raise ValueError(f"logit_coef must be >= 0, got {logit_coef}")
         self.logit_coef = float(logit_coef)
         self.num_epochs, self.num_minibatches = int(num_epochs), int(num_minibatches)
         self.normalize_advantages = normalize_advantages
@@ -236,22 +249,30 @@ class PPOAgent:
         self.network = network(observation_space, action_space).to(self.device)
         self.optimizer = optimizer([p for p in self.network.parameters() if p.requires_grad])
         self.lr_schedule = lr_schedule(self.optimizer) if lr_schedule is not None else None
+        self.kl = kl
+        self.whiten_rewards = bool(whiten_rewards)
+        self.bootstrap_truncated = bool(bootstrap_truncated)
         self.updates = 0
         self.env_steps = 0
+
+    @staticmethod
+    def check_spaces(observation_space: gymnasium.Space, action_space: gymnasium.Space) -> None:
+        """PPO needs a ``Discrete`` action space (any observation its network reads)."""
+        if not isinstance(action_space, gymnasium.spaces.Discrete):
+            raise TypeError(f"PPOAgent needs a Discrete action space, got {action_space}")
 
     def _to_device(self, obs: Any) -> Observation:
         return map_observation(lambda x: torch.as_tensor(x, device=self.device), obs)
 
-    def _masked_logits(self, obs: Observation, action_mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        logits, values = self.network(obs)
+    def _outputs(self, obs: Any, action_mask: Tensor | None) -> tuple[Tensor, Tensor]:
         if action_mask is not None:
             action_mask = torch.as_tensor(action_mask, device=self.device)
-        return masked_logits(logits.float(), action_mask), values.float()
+        return policy_outputs(self.network, self._to_device(obs), action_mask)
 
     @torch.no_grad()
     def act(self, obs: Tensor, action_mask: Tensor | None = None, deterministic: bool = False) -> Tensor:
         """Actions (B,): the most probable legal action, or a sample from the masked policy."""
-        logits, _ = self._masked_logits(self._to_device(obs), action_mask)
+        logits, _ = self._outputs(obs, action_mask)
         if deterministic:
             return logits.argmax(dim=-1)
         return Categorical(logits=logits, validate_args=False).sample()
@@ -259,123 +280,119 @@ class PPOAgent:
     @torch.no_grad()
     def explore(self, obs: Tensor, action_mask: Tensor | None = None) -> PolicyStep:
         """Sampled actions (B,) with their log-probabilities (B,) and state values (B,)."""
-        logits, values = self._masked_logits(self._to_device(obs), action_mask)
+        logits, values = self._outputs(obs, action_mask)
         policy = Categorical(logits=logits, validate_args=False)
         actions = policy.sample()
         return PolicyStep(actions=actions, log_probs=policy.log_prob(actions), values=values)
 
     def learn(self, rollout: Rollout) -> dict[str, float]:
-        """One PPO update from a time-major rollout; returns ``loss/*`` and ``diag/*`` metrics."""
+        """One PPO update from a time-major rollout; returns ``loss/*``, ``diag/*`` (and KL) metrics."""
         rollout = rollout.to(self.device)
-        num_samples = rollout.num_steps * rollout.num_envs
-        if num_samples < self.num_minibatches:
+        layout = batch_layout(self.network, rollout)
+        if self.logit_coef > 0 and layout is EpisodeBatch:
             raise ValueError(
-                f"rollout holds {num_samples} samples (T={rollout.num_steps} x B={rollout.num_envs}), "
+                f"logit_coef={self.logit_coef} needs every action's logit, which the whole-episode "
+                "batches of this network do not compute; use logit_coef=0"
+            )
+        rows = rollout.num_valid if layout is StepBatch else rollout.num_envs
+        if rows < self.num_minibatches:
+            unit = "valid steps" if layout is StepBatch else "episodes"
+            raise ValueError(
+                f"rollout holds {rows} {unit} (T={rollout.num_steps} x B={rollout.num_envs}), "
                 f"fewer than num_minibatches={self.num_minibatches}"
             )
-        advantages, returns = self._advantages(rollout)
-        batch = PPOBatch(
-            obs=map_observation(lambda x: x.flatten(0, 1), rollout.obs),
-            action_masks=rollout.action_masks.flatten(0, 1),
-            actions=rollout.actions.flatten(0, 1),
-            log_probs=rollout.log_probs.flatten(0, 1).float(),
-            values=rollout.values.flatten(0, 1).float(),
-            advantages=advantages.flatten(0, 1),
-            returns=returns.flatten(0, 1),
-        )
+        rewards, metrics = self._penalized_rewards(rollout, layout)
+        advantages, returns = self._advantages(rollout, rewards)
+        batch = layout.from_rollout(rollout, advantages, returns)
         learning_rate = float(self.optimizer.param_groups[0]["lr"])
-        metrics = self._update(batch)
+        metrics |= ppo_update(
+            batch,
+            self._minibatch_loss,
+            self._gradient_step,
+            self.num_epochs,
+            self.num_minibatches,
+            self.target_kl,
+        )
         if self.lr_schedule is not None:
             self.lr_schedule.step()
         self.updates += 1
-        self.env_steps += num_samples
-        metrics["diag/explained_variance"] = explained_variance(batch.values, batch.returns)
+        self.env_steps += rollout.num_valid
+        valid = rollout.valid_mask
+        metrics["diag/explained_variance"] = explained_variance(rollout.values[valid], returns[valid])
         metrics["diag/learning_rate"] = learning_rate
         return metrics
 
     @torch.no_grad()
-    def _advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
-        """GAE with ``next_values = V(next_obs)``, evaluated in minibatch-sized chunks."""
-        num_steps, num_envs = rollout.num_steps, rollout.num_envs
-        next_obs = map_observation(lambda x: x.flatten(0, 1), rollout.next_obs)
-        chunks = torch.arange(num_steps * num_envs, device=self.device).tensor_split(self.num_minibatches)
-        next_values = torch.cat(
-            [self.network(map_observation(lambda x, c=chunk: x[c], next_obs))[1].float() for chunk in chunks]
-        )
-        return gae(
-            rollout.rewards,
-            rollout.values,
-            next_values.reshape(num_steps, num_envs),
-            rollout.terminated,
-            rollout.done,
-            self.gamma,
-            self.gae_lambda,
-        )
+    def _penalized_rewards(
+        self, rollout: Rollout, layout: type[StepBatch | EpisodeBatch]
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The rollout's rewards with the KL penalty (and whitening) applied; KL metrics."""
+        valid = rollout.valid_mask
+        if self.kl is None:
+            rewards, metrics = torch.where(valid, rollout.rewards.float(), 0.0), {}
+        else:
+            reference = layout.reference_log_probs(self.network, rollout, self.num_minibatches)
+            coef = self.kl.coef
+            penalized = kl_penalized_rewards(rollout.rewards, rollout.log_probs, reference, valid, coef)
+            rewards = penalized.rewards
+            episodes = int(rollout.done.sum()) if not rollout.whole_episodes else rollout.num_envs
+            kl_per_episode = float(penalized.kl.sum()) / max(episodes, 1)
+            metrics = {
+                "charts/kl": kl_per_episode,
+                "charts/kl_per_token": float(penalized.kl[valid].mean()),
+                "charts/kl_coef": coef,
+                "charts/non_score_reward": -coef * kl_per_episode,
+            }
+            if episodes > 0:
+                self.kl.update(kl_per_episode, episodes)
+        if self.whiten_rewards:
+            rewards = whiten_rewards(rewards, valid)
+        return rewards, metrics
 
-    def _minibatch_loss(self, minibatch: PPOBatch) -> tuple[Tensor, PPOLossTerms]:
-        logits, new_values = self._masked_logits(minibatch.obs, minibatch.action_masks)
-        policy = Categorical(logits=logits, validate_args=False)
-        advantages = minibatch.advantages
+    @torch.no_grad()
+    def _advantages(self, rollout: Rollout, rewards: Tensor) -> tuple[Tensor, Tensor]:
+        """GAE; ``next_values[t]`` is the recorded ``values[t + 1]`` within an episode, and
+        V(next_obs) only where that is not available (bootstrapped ends and the last step)."""
+        terminated = rollout.terminated if self.bootstrap_truncated else rollout.done
+        values = torch.where(rollout.valid_mask, rollout.values.float(), 0.0)
+        next_values = torch.cat([values[1:], torch.zeros_like(values[:1])])
+        needed = rollout.done & ~terminated
+        needed[-1] |= rollout.valid_mask[-1] & ~terminated[-1]
+        if bool(needed.any()):
+            where = needed.nonzero(as_tuple=True)
+            obs = map_observation(lambda x: x[where], rollout.next_obs)
+            count = int(where[0].numel())
+            chunks = torch.arange(count, device=self.device).tensor_split(
+                max(1, min(count, self.num_minibatches))
+            )
+            bootstrap = torch.cat([self.network(_take(obs, chunk))[1].float() for chunk in chunks])
+            next_values = next_values.index_put(where, bootstrap)
+        advantages, returns = gae(
+            rewards, values, next_values, terminated, rollout.done, self.gamma, self.gae_lambda
+        )
+        valid = rollout.valid_mask
+        return torch.where(valid, advantages, 0.0), torch.where(valid, returns, 0.0)
+
+    def _minibatch_loss(self, minibatch: StepBatch | EpisodeBatch) -> tuple[Tensor, PPOLossTerms]:
+        samples = minibatch.evaluate(self.network)
+        advantages = samples.advantages
         if self.normalize_advantages and advantages.numel() > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         terms = ppo_loss(
-            policy.log_prob(minibatch.actions),
-            minibatch.log_probs,
+            samples.new_log_probs,
+            samples.old_log_probs,
             advantages,
-            new_values,
-            minibatch.values,
-            minibatch.returns,
-            policy.entropy(),
+            samples.new_values,
+            samples.old_values,
+            samples.returns,
+            samples.entropy,
             self.clip_coef,
             self.clip_value,
         )
         total = terms.policy + self.value_coef * terms.value + self.entropy_coef * terms.entropy
-        if self.logit_coef > 0:
-            total = total + self.logit_coef * logit_spread(logits, minibatch.action_masks)
+        if self.logit_coef > 0 and samples.logits is not None:
+            total = total + self.logit_coef * logit_spread(samples.logits, samples.action_masks)
         return total, terms
-
-    def _update(self, batch: PPOBatch) -> dict[str, float]:
-        """Epochs x minibatches of clipped gradient steps; metrics are means over minibatches.
-
-        A minibatch whose loss or gradient is not finite is refused: no optimizer step, the
-        parameters stay untouched, its terms stay out of the means, and it is counted in
-        ``diag/skipped_updates``.
-        """
-        sums = torch.zeros(6, device=self.device)
-        evaluated = epochs_run = skipped = 0
-        stop = False
-        for _ in range(self.num_epochs):
-            epochs_run += 1
-            order = torch.randperm(batch.actions.shape[0], device=self.device)
-            for indices in order.tensor_split(self.num_minibatches):
-                total, terms = self._minibatch_loss(batch[indices])
-                if not bool(torch.isfinite(total)):
-                    skipped += 1
-                    continue
-                evaluated += 1
-                sums += torch.stack(
-                    [terms.policy, terms.value, terms.entropy, total, terms.approx_kl, terms.clipfrac]
-                ).detach()
-                if self.target_kl is not None and terms.approx_kl.item() > self.target_kl:
-                    stop = True
-                    break
-                if not self._gradient_step(total):
-                    skipped += 1
-            if stop:
-                break
-        means = (sums / evaluated).tolist() if evaluated else [math.nan] * 6
-        policy, value, entropy, total, approx_kl, clipfrac = means
-        return {
-            "loss/policy": policy,
-            "loss/value": value,
-            "loss/entropy": entropy,
-            "loss/total": total,
-            "diag/approx_kl": approx_kl,
-            "diag/clipfrac": clipfrac,
-            "diag/entropy": -entropy,
-            "diag/epochs_run": float(epochs_run),
-            "diag/skipped_updates": float(skipped),
-        }
 
     def _gradient_step(self, total: Tensor) -> bool:
         """Backpropagate ``total`` and step, unless the gradient is not finite (then refuse, False)."""
@@ -390,7 +407,7 @@ class PPOAgent:
         return True
 
     def state_dict(self) -> dict[str, Any]:
-        """A snapshot (deep copy) of weights, optimizer, LR schedule and counters."""
+        """A snapshot (deep copy) of weights, optimizer, LR schedule, KL controller and counters."""
         state: dict[str, Any] = {
             "network": self.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -399,6 +416,8 @@ class PPOAgent:
         }
         if self.lr_schedule is not None:
             state["lr_schedule"] = self.lr_schedule.state_dict()
+        if self.kl is not None:
+            state["kl"] = self.kl.state_dict()
         return copy.deepcopy(state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -407,5 +426,63 @@ class PPOAgent:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_schedule is not None and "lr_schedule" in state:
             self.lr_schedule.load_state_dict(state["lr_schedule"])
+        if self.kl is not None and "kl" in state:
+            self.kl.load_state_dict(state["kl"])
         self.updates = int(state["updates"])
         self.env_steps = int(state["env_steps"])
+
+
+def _take(obs: Observation, rows: Tensor) -> Observation:
+    return map_observation(lambda x: x[rows], obs)
+
+
+def ppo_update(
+    batch: StepBatch | EpisodeBatch,
+    minibatch_loss: Callable[[Any], tuple[Tensor, PPOLossTerms]],
+    gradient_step: Callable[[Tensor], bool],
+    num_epochs: int,
+    num_minibatches: int,
+    target_kl: float | None = None,
+) -> dict[str, float]:
+    """Epochs x minibatches of clipped gradient steps over ``batch``; metrics are minibatch means.
+
+    ``minibatch_loss(batch[rows]) -> (total, terms)``; ``gradient_step(total) -> bool`` (False:
+    the gradient was not finite and no step was taken). A minibatch whose loss is not finite
+    is refused: no step, its terms stay out of the means, it counts in ``diag/skipped_updates``.
+    """
+    device = batch.advantages.device
+    sums = torch.zeros(6, device=device)
+    evaluated = epochs_run = skipped = 0
+    stop = False
+    for _ in range(num_epochs):
+        epochs_run += 1
+        order = torch.randperm(len(batch), device=device)
+        for rows in order.tensor_split(num_minibatches):
+            total, terms = minibatch_loss(batch[rows])
+            if not bool(torch.isfinite(total)):
+                skipped += 1
+                continue
+            evaluated += 1
+            sums += torch.stack(
+                [terms.policy, terms.value, terms.entropy, total, terms.approx_kl, terms.clipfrac]
+            ).detach()
+            if target_kl is not None and terms.approx_kl.item() > target_kl:
+                stop = True
+                break
+            if not gradient_step(total):
+                skipped += 1
+        if stop:
+            break
+    means = (sums / evaluated).tolist() if evaluated else [math.nan] * 6
+    policy, value, entropy, total, approx_kl, clipfrac = means
+    return {
+        "loss/policy": policy,
+        "loss/value": value,
+        "loss/entropy": entropy,
+        "loss/total": total,
+        "diag/approx_kl": approx_kl,
+        "diag/clipfrac": clipfrac,
+        "diag/entropy": -entropy,
+        "diag/epochs_run": float(epochs_run),
+        "diag/skipped_updates": float(skipped),
+    }

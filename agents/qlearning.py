@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.base import PolicyStep, Rollout, masked_logits
+from agents.base import PolicyStep, Rollout, batch_size, masked_logits, move_observation
 from agents.replay import ReplayBatch, ReplayBuffer, flatten_rollout
 
 NetworkFactory = Callable[[gymnasium.Space, gymnasium.Space], nn.Module]
@@ -132,6 +132,11 @@ class _EpsilonGreedyAgent:
         self.generator = generator
         self.env_steps = 0
 
+    @staticmethod
+    def check_spaces(observation_space: gymnasium.Space, action_space: gymnasium.Space) -> None:
+        """Q-learning needs a ``Discrete`` action space starting at 0."""
+        _num_actions(action_space)
+
     @property
     def epsilon(self) -> float:
         """Exploration rate in effect now, from the env steps seen so far."""
@@ -162,8 +167,8 @@ class _EpsilonGreedyAgent:
 
         Shapes: obs (B, ...); action_mask (B, A) bool or int, nonzero = legal -> (B,) int64.
         """
-        obs = obs.to(self.device)
-        mask = self._checked_mask(action_mask, int(obs.shape[0]))
+        obs = move_observation(obs, self.device)
+        mask = self._checked_mask(action_mask, batch_size(obs))
         greedy = masked_argmax(self._q_values(obs).float(), mask)
         if deterministic:
             return greedy
@@ -278,7 +283,7 @@ class DQNAgent(_EpsilonGreedyAgent):
     def learn(self, rollout: Rollout) -> dict[str, float]:
         """Store the rollout's transitions, then train if it is time to."""
         self.replay.add(flatten_rollout(rollout.to(self.device), self.replay.store_action_masks))
-        self.env_steps += rollout.num_steps * rollout.num_envs
+        self.env_steps += rollout.num_valid
         self.learn_calls += 1
         metrics = {"charts/epsilon": self.epsilon, "diag/buffer_size": float(len(self.replay))}
         due = self.learn_calls % self.train_frequency == 0 and self.gradient_steps > 0

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from agents.base import Rollout
+from agents.base import Observation, Rollout, map_observation
 
 
 @dataclass
@@ -26,7 +26,7 @@ class ReplayBatch:
     """A batch of transitions, flat (no time axis).
 
     Shapes: N transitions, A actions.
-        obs, next_obs: (N, *obs_shape), any dtype.
+        obs, next_obs: (N, *obs_shape) of any dtype, or a dict of such tensors.
         action_masks, next_action_masks: (N, A) bool (True = legal), or ``None`` when
             the buffer does not store masks (every action legal).
         actions: (N,) int64. rewards: (N,) float32.
@@ -34,11 +34,11 @@ class ReplayBatch:
             bootstraps from its next observation.
     """
 
-    obs: Tensor
+    obs: Observation
     action_masks: Tensor | None
     actions: Tensor
     rewards: Tensor
-    next_obs: Tensor
+    next_obs: Observation
     next_action_masks: Tensor | None
     terminated: Tensor
 
@@ -46,33 +46,48 @@ class ReplayBatch:
         return int(self.actions.shape[0])
 
 
-def flatten_rollout(rollout: Rollout, keep_action_masks: bool = True) -> ReplayBatch:
-    """The rollout's T*B transitions as one flat batch, in time-major order.
+MASK_FIELDS = ("action_masks", "next_action_masks")
 
-    Shapes: rollout fields (T, B, ...) -> batch fields (T*B, ...).
+
+def flatten_rollout(rollout: Rollout, keep_action_masks: bool = True) -> ReplayBatch:
+    """The rollout's valid transitions as one flat batch, in time-major order (padding dropped).
+
+    Shapes: rollout fields (T, B, ...) -> batch fields (N, ...), N = ``rollout.num_valid``.
     """
-    n = rollout.num_steps * rollout.num_envs
+    keep = rollout.valid_mask.flatten()
 
     def flat(x: Tensor) -> Tensor:
-        return x.reshape(n, *x.shape[2:])
+        return x.flatten(0, 1)[keep]
+
+    def flat_mask(x: Tensor | None) -> Tensor | None:
+        return flat(x).bool() if keep_action_masks and x is not None else None
 
     return ReplayBatch(
-        obs=flat(rollout.obs),
-        action_masks=flat(rollout.action_masks).bool() if keep_action_masks else None,
+        obs=map_observation(flat, rollout.obs),
+        action_masks=flat_mask(rollout.action_masks),
         actions=flat(rollout.actions).long(),
         rewards=flat(rollout.rewards).float(),
-        next_obs=flat(rollout.next_obs),
-        next_action_masks=flat(rollout.next_action_masks).bool() if keep_action_masks else None,
+        next_obs=map_observation(flat, rollout.next_obs),
+        next_action_masks=flat_mask(rollout.next_action_masks),
         terminated=flat(rollout.terminated).bool(),
     )
+
+
+def _leaves(name: str, value: Any) -> dict[str, Tensor]:
+    """Flat storage keys: ``obs`` for a tensor, ``obs/<key>`` for each tensor of a dict."""
+    if isinstance(value, dict):
+        return {f"{name}/{key}": item for key, item in value.items()}
+    return {name: value}
 
 
 class ReplayBuffer:
     """Fixed-capacity FIFO store of transitions with uniform sampling.
 
     Storage for all ``capacity`` transitions is allocated on ``device`` at the first
-    :meth:`add`, from the shapes and dtypes of the transitions given; later adds must
-    match them. When full, each new transition overwrites the oldest one.
+    :meth:`add`, from the shapes and dtypes of the transitions given (dict observations are
+    stored key by key); later adds must match them. When full, each new transition
+    overwrites the oldest one. Action masks are stored when ``store_action_masks`` is set and
+    the first transitions carry them.
     """
 
     def __init__(self, capacity: int, device: torch.device | str = "cpu", store_action_masks: bool = True):
@@ -88,18 +103,23 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.size
 
-    def _field_names(self) -> list[str]:
-        names = [f.name for f in fields(ReplayBatch)]
-        if not self.store_action_masks:
-            names = [name for name in names if name not in ("action_masks", "next_action_masks")]
-        return names
+    def _values(self, transitions: ReplayBatch) -> dict[str, Tensor]:
+        values: dict[str, Tensor] = {}
+        for f in fields(ReplayBatch):
+            value = getattr(transitions, f.name)
+            if f.name in MASK_FIELDS and (not self.store_action_masks or value is None):
+                if self.storage and f.name in self.storage:
+                    raise ValueError(f"{f.name} is None but this buffer stores action masks")
+                continue
+            values |= _leaves(f.name, value)
+        return values
 
-    def _check(self, transitions: ReplayBatch) -> None:
-        n = len(transitions)
-        for name in self._field_names():
-            value = getattr(transitions, name)
-            if value is None:
-                raise ValueError(f"{name} is None but this buffer stores action masks")
+    def _check(self, values: dict[str, Tensor], n: int) -> None:
+        if self.storage and set(values) != set(self.storage):
+            raise ValueError(
+                f"transitions hold {sorted(values)}, but the buffer stores {sorted(self.storage)}"
+            )
+        for name, value in values.items():
             if value.shape[0] != n:
                 raise ValueError(f"{name} has {value.shape[0]} rows, expected {n} (one per transition)")
             if self.storage and value.shape[1:] != self.storage[name].shape[1:]:
@@ -116,11 +136,11 @@ class ReplayBuffer:
 
     def add(self, transitions: ReplayBatch) -> None:
         """Append transitions in order; if more than ``capacity`` arrive, only the last ones stay."""
-        self._check(transitions)
         n = len(transitions)
+        values = self._values(transitions)
+        self._check(values, n)
         if n == 0:
             return
-        values = {name: getattr(transitions, name) for name in self._field_names()}
         if not self.storage:
             self._allocate(values)
         if n > self.capacity:
@@ -146,9 +166,15 @@ class ReplayBuffer:
 
     def gather(self, index: Tensor) -> ReplayBatch:
         """The stored transitions at ``index`` (N,), slot numbers in [0, len(self))."""
-        values: dict[str, Tensor | None] = {name: None for name in (f.name for f in fields(ReplayBatch))}
-        values.update({name: stored[index] for name, stored in self.storage.items()})
-        return ReplayBatch(**values)  # type: ignore[arg-type]
+        values: dict[str, Any] = {f.name: None for f in fields(ReplayBatch)}
+        for key, stored in self.storage.items():
+            name, _, sub = key.partition("/")
+            if sub:
+                values[name] = values[name] or {}
+                values[name][sub] = stored[index]
+            else:
+                values[name] = stored[index]
+        return ReplayBatch(**values)
 
     def memory_bytes(self) -> int:
         """Bytes held by the preallocated storage (0 before the first add)."""

@@ -105,6 +105,12 @@ class TabularQAgent(_EpsilonGreedyAgent):
         self.visits = torch.zeros(shape, dtype=torch.float32, device=self.device)
         self.updates = 0
 
+    @staticmethod
+    def check_spaces(observation_space: gymnasium.Space, action_space: gymnasium.Space) -> None:
+        """A Q table needs a small discrete observation space and a ``Discrete`` action space."""
+        _EpsilonGreedyAgent.check_spaces(observation_space, action_space)
+        StateIndexer(observation_space, 10_000_000, torch.device("cpu"))
+
     def _q_values(self, obs: Tensor) -> Tensor:
         return self.q_table[self.indexer(obs)]
 
@@ -122,7 +128,7 @@ class TabularQAgent(_EpsilonGreedyAgent):
         error_sums = torch.zeros(pairs.shape[0], device=self.device).index_add_(0, inverse, td_errors)
         counts = torch.bincount(inverse, minlength=pairs.shape[0]).float()
         self.q_table.view(-1).index_add_(0, pairs, self._step_sizes(pairs, counts) * error_sums / counts)
-        self.env_steps += rollout.num_steps * rollout.num_envs
+        self.env_steps += rollout.num_valid
         self.updates += 1
         return {
             "loss/td": td_errors.square().mean().item(),

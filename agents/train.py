@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from agents.base import Agent
 from agents.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_latest
+from agents.compat import IncompatiblePairError, check_pair
 from agents.evaluate import evaluate_agent, format_table
 from agents.logger import NullLogger, flatten
 from agents.rollout import RolloutCollector
@@ -58,8 +59,23 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build(cfg: DictConfig, device: torch.device, **env_overrides: Any) -> tuple[Any, Agent]:
-    """The vector env (``cfg.env.vector`` with ``env_overrides``) and the agent, built from its spaces."""
+    """The vector env (``cfg.env.vector`` with ``env_overrides``) and the agent, built from its spaces.
+
+    The agent's and its network's needs are checked against the env's spaces before the agent
+    is built (:func:`agents.compat.check_pair`).
+    """
     env = instantiate(cfg.env.vector, device=str(device), **env_overrides)
+    try:
+        check_pair(
+            cfg.agent,
+            env.single_observation_space,
+            env.single_action_space,
+            env_name=str(cfg.env.get("name", "env")),
+            agent_name=_choice("agent"),
+        )
+    except IncompatiblePairError:
+        env.close()
+        raise
     agent = instantiate(
         cfg.agent,
         observation_space=env.single_observation_space,
@@ -67,6 +83,14 @@ def build(cfg: DictConfig, device: torch.device, **env_overrides: Any) -> tuple[
         device=str(device),
     )
     return env, agent
+
+
+def _choice(group: str) -> str | None:
+    """The option chosen for a config group in this Hydra run (``None`` outside one)."""
+    if not HydraConfig.initialized():
+        return None
+    choice = HydraConfig.get().runtime.choices.get(group)
+    return str(choice) if choice is not None else None
 
 
 def checkpoint_meta(cfg: DictConfig, env: Any, trainer: dict[str, Any]) -> dict[str, Any]:
@@ -105,8 +129,13 @@ def train_loop(
     cfg: DictConfig, run_dir: Path, env: Any, agent: Agent, logger: Any, trainer: dict[str, Any]
 ) -> dict[str, Any]:
     """Collect and learn until ``train.total_env_steps``; returns the trainer counters."""
-    collector_factory = instantiate(cfg.env.collector) if cfg.env.get("collector") else RolloutCollector
-    collector = collector_factory(env, agent, seed=cfg.seed + trainer["updates"])
+    collector = RolloutCollector(
+        env,
+        agent,
+        seed=cfg.seed + trainer["updates"],
+        samples_every=int(cfg.train.get("samples_every", 10)),
+        num_samples=int(cfg.train.get("num_samples", 4)),
+    )
     total = int(cfg.train.total_env_steps)
     bar = tqdm(
         total=total,
@@ -123,9 +152,9 @@ def train_loop(
         while trainer["env_steps"] < total:
             rollout, episodes = collector.collect(agent.rollout_steps)
             metrics = agent.learn(rollout)
-            trainer["env_steps"] += rollout.num_steps * rollout.num_envs
+            trainer["env_steps"] += rollout.num_valid
             trainer["updates"] += 1
-            bar.update(rollout.num_steps * rollout.num_envs)
+            bar.update(rollout.num_valid)
             if trainer["updates"] % cfg.train.self_play_every == 0:
                 refresh_self_play(env, agent)
             elapsed = time.perf_counter() - started

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rlenv.text.tokens import left_pad, position_ids, token_log_probs
+
 
 @dataclass(frozen=True)
 class Generation:
@@ -53,13 +55,7 @@ def left_pad_prompts(tokenizer: Any, prompts: Sequence[str], pad_token_id: int) 
     empty = [p for p, ids in zip(prompts, encoded, strict=True) if not ids]
     if empty:
         raise ValueError(f"prompt {empty[0]!r} encodes to no token")
-    width = max(len(ids) for ids in encoded)
-    input_ids = torch.full((len(encoded), width), pad_token_id, dtype=torch.int64)
-    attention_mask = torch.zeros((len(encoded), width), dtype=torch.int64)
-    for row, ids in enumerate(encoded):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.int64)
-        attention_mask[row, width - len(ids) :] = 1
-    return input_ids, attention_mask
+    return left_pad(encoded, max(len(ids) for ids in encoded), pad_token_id)
 
 
 def response_mask_until_eos(tokens: Tensor, eos_token_id: int | None) -> Tensor:
@@ -176,11 +172,6 @@ def generate_items(
     return [texts[k * n_completions : (k + 1) * n_completions] for k in range(len(prompts))]
 
 
-def position_ids(attention_mask: Tensor) -> Tensor:
-    """Positions counted over attended tokens (left padding gets 0). Shapes: (B, S) -> (B, S)."""
-    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
-
-
 @torch.no_grad()
 def response_log_probs(model: Any, generation: Generation) -> Tensor:
     """Log-probabilities of the generated tokens under ``model`` (0 on padding after EOS).
@@ -192,7 +183,5 @@ def response_log_probs(model: Any, generation: Generation) -> Tensor:
     mask = generation.attention_mask.to(device)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits
     start = generation.response_start
-    logits = logits[:, start - 1 : -1].float()
-    targets = ids[:, start:]
-    chosen = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    chosen = token_log_probs(logits[:, start - 1 : -1], ids[:, start:])
     return torch.where(generation.response_mask.to(device), chosen, 0.0).cpu()

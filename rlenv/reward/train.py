@@ -195,9 +195,7 @@ def train_reward_model(
     from tqdm.auto import tqdm
 
     log = log or (lambda name, value, step: None)
-    pairs = split_pairs(
-        data, val_fraction, seed, flagged_policy, min_agreement, min_pair_agreement, val_data
-    )
+    pairs = split_pairs(data, val_fraction, seed, flagged_policy, min_agreement, min_pair_agreement, val_data)
     if not pairs.train:
         raise ValueError(
             f"no training pairs from {len(data)} item(s): all tied, filtered, flagged away or in validation"
@@ -269,9 +267,7 @@ def evaluate_reward_model(
     by :func:`train_reward_model` on the same rankings with the same settings these pairs are
     held out. Keys as :func:`train_reward_model` returns them (without the training ones).
     """
-    pairs = split_pairs(
-        data, val_fraction, seed, flagged_policy, min_agreement, min_pair_agreement, val_data
-    )
+    pairs = split_pairs(data, val_fraction, seed, flagged_policy, min_agreement, min_pair_agreement, val_data)
     val = evaluate_pairs(model, pairs.val, batch_size)
     val_all = evaluate_pairs(model, pairs.val_all, batch_size)
     agreement = labeler_agreement(pairs.val_records, flagged_policy)

@@ -14,6 +14,7 @@ from torch import Tensor
 from rlenv.text.prompts import PromptSet, resolve_prompts
 from rlenv.text.rewards import RewardFn, make_reward_fn, validate_scores
 from rlenv.text.tokenizers import load_tokenizer
+from rlenv.text.tokens import left_pad, push_tokens
 
 PROMPT_OVERFLOW = ("error", "truncate")
 
@@ -107,36 +108,6 @@ def encode_prompts(tokenizer: Any, prompts: list[str], window: int, overflow: st
 
 def _shorten(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def left_pad(
-    token_lists: list[list[int]], window: int, pad_token_id: int, device: Any
-) -> tuple[Tensor, Tensor]:
-    """Context rows left-padded to the window, newest token last.
-
-    Shapes: returns input_ids (B, window) int64 and attention_mask (B, window) int64.
-    """
-    input_ids = torch.full((len(token_lists), window), pad_token_id, dtype=torch.int64)
-    attention_mask = torch.zeros((len(token_lists), window), dtype=torch.int64)
-    for row, ids in enumerate(token_lists):
-        kept = ids[-window:]
-        input_ids[row, window - len(kept) :] = torch.tensor(kept, dtype=torch.int64)
-        attention_mask[row, window - len(kept) :] = 1
-    return input_ids.to(device), attention_mask.to(device)
-
-
-def push_tokens(
-    input_ids: Tensor, attention_mask: Tensor, tokens: Tensor, active: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Append one token to the active rows, dropping the oldest position (left truncation).
-
-    Returns new tensors; the inputs are left unchanged.
-    Shapes: input_ids, attention_mask (B, W) int64; tokens (B,) int64; active (B,) bool.
-    """
-    shifted_ids = torch.cat([input_ids[:, 1:], tokens[:, None]], dim=1)
-    shifted_mask = torch.cat([attention_mask[:, 1:], torch.ones_like(attention_mask[:, :1])], dim=1)
-    keep = active[:, None]
-    return torch.where(keep, shifted_ids, input_ids), torch.where(keep, shifted_mask, attention_mask)
 
 
 def episode_ends(

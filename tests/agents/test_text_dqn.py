@@ -1,4 +1,4 @@
-"""DQN on a language model: packed observations, cached acting, updates on a toy reward, the entry point."""
+"""DQN on a language model: dict observations in replay, cached acting, updates on a toy reward, the entry point."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from torch.testing import assert_close
 
 from agents import train
 from agents.qlearning import DQNAgent
+from agents.lm import LMQNetwork
 from agents.rollout import RolloutCollector
-from agents.text_rollout import CachedLMQNetwork, PackedWindows, pack_windows, unpack_windows
 from rlenv.text import TextGenerationVectorEnv
 from tests.agents.test_text_ppo import PROMPTS, TINY_TEXT
 from tests.test_config import compose_config
@@ -19,20 +19,18 @@ from tests.test_config import compose_config
 torch.set_num_threads(1)
 
 
-def make_env(num_envs: int = 4, max_new_tokens: int = 4) -> PackedWindows:
-    return PackedWindows(
-        TextGenerationVectorEnv(
-            num_envs=num_envs,
-            tokenizer="tiny",
-            prompts=PROMPTS,
-            reward_fn="token_count:good",
-            window=16,
-            max_new_tokens=max_new_tokens,
-        )
+def make_env(num_envs: int = 4, max_new_tokens: int = 4) -> TextGenerationVectorEnv:
+    return TextGenerationVectorEnv(
+        num_envs=num_envs,
+        tokenizer="tiny",
+        prompts=PROMPTS,
+        reward_fn="token_count:good",
+        window=16,
+        max_new_tokens=max_new_tokens,
     )
 
 
-def make_agent(env: PackedWindows, **kwargs) -> DQNAgent:
+def make_agent(env: TextGenerationVectorEnv, **kwargs) -> DQNAgent:
     settings = dict(
         rollout_steps=4,
         batch_size=8,
@@ -48,29 +46,15 @@ def make_agent(env: PackedWindows, **kwargs) -> DQNAgent:
     return DQNAgent(
         env.single_observation_space,
         env.single_action_space,
-        network=functools.partial(CachedLMQNetwork, model="tiny"),
+        network=functools.partial(LMQNetwork, model="tiny"),
         optimizer=lambda params: torch.optim.Adam(params, lr=1e-3),
         **settings,
     )
 
 
-def test_packed_windows_round_trip_and_fit_the_space():
-    env = make_env(num_envs=3, max_new_tokens=2)
-    obs, _ = env.reset(seed=0)
-    assert obs.shape == (3, 2, 16) and obs.dtype == torch.int64
-    assert env.single_observation_space.contains(obs[0].numpy())
-    unpacked = unpack_windows(obs)
-    assert torch.equal(pack_windows(unpacked), obs)
-    env.step(torch.tensor([5, 6, 7]))
-    _, _, terminated, truncated, info = env.step(torch.tensor([5, 6, 7]))
-    assert bool((terminated | truncated).all())
-    assert info["final_obs"].shape == (3, 2, 16)
-    assert torch.equal(info["final_obs"][:, 0, -2:], torch.tensor([[5, 5], [6, 6], [7, 7]]))
-
-
 def test_cached_q_values_equal_the_full_pass_and_follow_weight_changes():
     env = make_env(num_envs=3)
-    network = CachedLMQNetwork(env.single_observation_space, env.single_action_space, model="tiny")
+    network = LMQNetwork(env.single_observation_space, env.single_action_space, model="tiny")
     obs, _ = env.reset(seed=0)
     for _ in range(3):
         with torch.no_grad():
@@ -98,7 +82,10 @@ def test_dqn_learns_from_text_transitions_without_storing_vocabulary_masks():
     after = [p.detach() for p in agent.q_network.parameters() if p.requires_grad]
     assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
     assert "action_masks" not in agent.replay.storage
-    assert agent.replay.storage["obs"].shape[1:] == (2, 16)
+    assert agent.replay.storage["obs/input_ids"].shape[1:] == (16,)
+    assert agent.replay.storage["next_obs/attention_mask"].shape[1:] == (16,)
+    batch = agent.replay.sample(4)
+    assert set(batch.obs) == {"input_ids", "attention_mask"} and batch.action_masks is None
 
 
 def test_train_entry_point_runs_text_dqn_with_the_tiny_model(tmp_path):
@@ -114,5 +101,5 @@ def test_train_entry_point_runs_text_dqn_with_the_tiny_model(tmp_path):
     )
     metrics = train.run(cfg, tmp_path)
     assert metrics["eval/heldout/episodes"] == 8
-    assert math.isfinite(metrics["eval/heldout/mean_return"])
+    assert math.isfinite(metrics["eval/heldout/return_mean"])
     assert (tmp_path / "checkpoints" / "latest").is_file()

@@ -1,12 +1,11 @@
-"""PPO on a language model: batch-episode collection, token advantages, learning a toy reward,
-refusal of bad input, and the Hydra entry point with a tiny model."""
+"""PPO on a language model: batches of whole episodes through the one collector, learning a toy
+reward, refusal of bad input, and the Hydra entry point with a tiny model."""
 
 from __future__ import annotations
 
 import functools
 import json
 import math
-from dataclasses import fields
 
 import pytest
 import torch
@@ -17,10 +16,12 @@ from agents import train
 from agents.base import PolicyStep, Rollout
 from agents.checkpoint import load_checkpoint
 from agents.kl import FixedKLController
+from agents.lm import LMActorCritic
 from agents.lm_cache import ContextCache
-from agents.text_ppo import TextPPOAgent, token_advantages
-from agents.text_rollout import CachedLMActorCritic, EpisodeBatchCollector, TextRollout
+from agents.ppo import PPOAgent
+from agents.rollout import RolloutCollector
 from rlenv.text import TextGenerationVectorEnv, tiny_tokenizer
+from rlenv.text.tokens import append_tokens
 from tests.test_config import compose_config
 
 torch.set_num_threads(1)
@@ -56,7 +57,7 @@ def make_env(num_envs: int = 8, max_new_tokens: int = 6, reward_fn="token_count:
     )
 
 
-def make_agent(env, lr: float = 3e-3, kl_coef: float = 0.01, **kwargs) -> TextPPOAgent:
+def make_agent(env, lr: float = 3e-3, kl_coef: float = 0.01, **kwargs) -> PPOAgent:
     settings = dict(
         rollout_steps=env.config.max_new_tokens,
         gamma=1.0,
@@ -65,12 +66,13 @@ def make_agent(env, lr: float = 3e-3, kl_coef: float = 0.01, **kwargs) -> TextPP
         entropy_coef=0.0,
         value_coef=0.1,
         max_grad_norm=1.0,
+        bootstrap_truncated=False,
     )
     settings.update(kwargs)
-    return TextPPOAgent(
+    return PPOAgent(
         env.single_observation_space,
         env.single_action_space,
-        network=functools.partial(CachedLMActorCritic, model="tiny"),
+        network=functools.partial(LMActorCritic, model="tiny"),
         optimizer=lambda params: torch.optim.Adam(params, lr=lr),
         kl=FixedKLController(kl_coef),
         **settings,
@@ -102,12 +104,12 @@ def test_collector_masks_finished_rows_and_records_whole_sequences():
         [GOOD, GOOD, GOOD, EOS],
     ]
     agent = ScriptedAgent(script)
-    collector = EpisodeBatchCollector(env, agent, seed=0, samples_every=1)
+    collector = RolloutCollector(env, agent, seed=0, samples_every=1)
     rollout, stats = collector.collect(4)
     valid = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1], [0, 1, 1, 1], [0, 0, 1, 1]], dtype=torch.bool)
-    assert isinstance(rollout, TextRollout)
+    assert rollout.whole_episodes and rollout.num_valid == int(valid.sum())
     assert torch.equal(rollout.valid, valid)
-    assert torch.equal(rollout.actions, torch.where(valid, torch.tensor(script), PAD))
+    assert torch.equal(rollout.actions, torch.tensor(script))
     assert torch.equal(rollout.log_probs, torch.where(valid, -1.0, 0.0))
     assert torch.equal(rollout.values, torch.where(valid, 2.0, 0.0))
     ended = torch.zeros(4, 4, dtype=torch.bool)
@@ -117,27 +119,29 @@ def test_collector_masks_finished_rows_and_records_whole_sequences():
     expected_rewards = torch.zeros(4, 4)
     expected_rewards[2, 1], expected_rewards[3, 2], expected_rewards[3, 3] = 2.0, 4.0, 3.0
     assert torch.equal(rollout.rewards, expected_rewards)
-    # row 0 ended with EOS at step 0; from then on it is shown its window shifted by unattended pads
+    assert rollout.action_masks is None  # the text env reports no masks: every token is legal
+    # row 0 ended with EOS at step 0; from then on its window stays as it was
     assert agent.seen[1]["input_ids"][0, -1] == EOS and agent.seen[1]["attention_mask"][0, -1] == 1
-    assert agent.seen[2]["input_ids"][0, -1] == PAD and agent.seen[2]["attention_mask"][0, -1] == 0
-    assert torch.equal(agent.seen[2]["input_ids"][0, :-1], agent.seen[1]["input_ids"][0, 1:])
-    input_ids, attention_mask, start = rollout.sequences()
-    assert start == 16 and input_ids.shape == (4, 20)
-    assert torch.equal(input_ids[:, 16:], rollout.actions.T)
-    assert torch.equal(attention_mask[:, 16:], valid.T.long())
+    assert torch.equal(agent.seen[3]["input_ids"][0], agent.seen[1]["input_ids"][0])
+    input_ids, attention_mask = append_tokens(
+        rollout.obs["input_ids"][0], rollout.obs["attention_mask"][0], rollout.actions.T, valid.T
+    )
+    assert input_ids.shape == (4, 20) and torch.equal(attention_mask[:, 16:], valid.T.long())
     assert torch.equal(input_ids[:, :16], agent.seen[0]["input_ids"])
-    assert stats.metrics() == {"charts/score": 2.25, "charts/response_length": 3.0, "charts/episodes": 4.0}
-    assert "| prompt | completion | score |" in stats.texts["samples"]
+    assert stats.metrics() == {
+        "charts/episode_return": 2.25,
+        "charts/episode_length": 3.0,
+        "charts/episodes": 4.0,
+    }
+    assert "| prompt | completion | return |" in stats.texts["samples"]
 
 
-def test_collector_rejects_same_step_env_and_too_small_window():
-    agent = ScriptedAgent([[GOOD] * 2])
-    with pytest.raises(ValueError, match="autoreset_mode='disabled'"):
-        EpisodeBatchCollector(make_env(num_envs=2, autoreset_mode="same_step"), agent)
-    with pytest.raises(ValueError, match="window 16 is too small"):
-        EpisodeBatchCollector(make_env(num_envs=2, max_new_tokens=14), agent)
-    with pytest.raises(ValueError, match="rollout_steps >= max_new_tokens"):
-        EpisodeBatchCollector(make_env(num_envs=2), agent).collect(3)
+def test_episodes_that_outgrow_the_window_are_refused():
+    env = make_env(num_envs=2, max_new_tokens=14)
+    agent = make_agent(env, num_minibatches=1)
+    rollout, _ = RolloutCollector(env, ScriptedAgent([[GOOD, GOOD]] * 14), seed=0).collect(14)
+    with pytest.raises(ValueError, match="window of 16 tokens"):
+        agent.learn(rollout)
 
 
 def test_acting_through_the_cache_matches_one_pass_over_whole_sequences(monkeypatch):
@@ -155,36 +159,37 @@ def test_acting_through_the_cache_matches_one_pass_over_whole_sequences(monkeypa
 
     monkeypatch.setattr(ContextCache, "_encode_all", count("all", original_all))
     monkeypatch.setattr(ContextCache, "_reencode_rows", count("rows", original_rows))
-    rollout, _ = EpisodeBatchCollector(env, agent, seed=3).collect(6)
+    rollout, _ = RolloutCollector(env, agent, seed=3).collect(6)
     assert encodes == {"all": 1, "rows": 0}  # prompts encoded once; finished rows never re-encoded
     assert not bool(rollout.valid.all())  # the tiny model does stop some rows early
-    evaluation = agent.policy.evaluate_sequences(*rollout.sequences())
+    first = {key: value[0] for key, value in rollout.obs.items()}
+    evaluation = agent.network.evaluate_episodes(first, rollout.actions, rollout.valid)
     valid = rollout.valid
     assert_close(evaluation.log_probs[valid], rollout.log_probs[valid], atol=1e-5, rtol=1e-5)
     assert_close(evaluation.values[valid], rollout.values[valid], atol=1e-5, rtol=1e-5)
 
 
-def test_token_advantages_end_each_sequence_at_its_last_token():
-    rewards = torch.tensor([[0.0, 0.0], [0.0, 1.0], [2.0, 0.0]])
-    values = torch.tensor([[0.5, 0.25], [1.0, 0.5], [1.5, 9.0]])
-    valid = torch.tensor([[True, True], [True, True], [True, False]])
-    advantages, returns = token_advantages(rewards, values, valid, gamma=1.0, lam=1.0)
-    assert_close(returns, torch.tensor([[2.0, 1.0], [2.0, 1.0], [2.0, 0.0]]))
-    assert_close(advantages, torch.tensor([[1.5, 0.75], [1.0, 0.5], [0.5, 0.0]]))
-    advantages, _ = token_advantages(rewards, values, valid, gamma=1.0, lam=0.0)
-    assert_close(advantages, torch.tensor([[0.5, 0.25], [0.5, 0.5], [0.5, 0.0]]))
+def test_advantages_end_each_episode_at_its_last_valid_step():
+    env = make_env(num_envs=2, max_new_tokens=3)
+    agent = make_agent(env, num_minibatches=1, gae_lambda=1.0)
+    rollout, _ = RolloutCollector(env, ScriptedAgent([[GOOD, GOOD], [GOOD, EOS], [GOOD, GOOD]])).collect(3)
+    assert rollout.valid.tolist() == [[True, True], [True, True], [True, False]]
+    rollout.values = torch.tensor([[0.5, 0.25], [1.0, 0.5], [1.5, 9.0]])
+    advantages, returns = agent._advantages(rollout, rollout.rewards)
+    assert_close(returns, torch.tensor([[3.0, 1.0], [3.0, 1.0], [3.0, 0.0]]))
+    assert_close(advantages, torch.tensor([[2.5, 0.75], [2.0, 0.5], [1.5, 0.0]]))
 
 
 def test_ppo_raises_a_toy_reward_within_a_few_iterations():
     torch.manual_seed(0)
     env = make_env(num_envs=16, max_new_tokens=8)
     agent = make_agent(env)
-    collector = EpisodeBatchCollector(env, agent, seed=0)
+    collector = RolloutCollector(env, agent, seed=0)
     scores, metrics, tokens = [], {}, 0
     for _ in range(15):
         rollout, stats = collector.collect(agent.rollout_steps)
         metrics = agent.learn(rollout)
-        scores.append(stats.metrics()["charts/score"])
+        scores.append(stats.metrics()["charts/episode_return"])
         tokens += int(rollout.valid.sum())
     start, end = sum(scores[:3]) / 3, sum(scores[-3:]) / 3
     assert end > start + 1.0, scores
@@ -196,7 +201,7 @@ def test_ppo_raises_a_toy_reward_within_a_few_iterations():
     assert agent.env_steps == tokens  # generated tokens, not padding
 
 
-def trainable(agent: TextPPOAgent) -> list[torch.Tensor]:
+def trainable(agent: PPOAgent) -> list[torch.Tensor]:
     return [p.detach().clone() for p in agent.network.parameters() if p.requires_grad]
 
 
@@ -204,9 +209,9 @@ def test_non_finite_loss_or_gradient_is_refused_and_reported():
     torch.manual_seed(0)
     env = make_env(num_envs=4, max_new_tokens=4)
     agent = make_agent(env)
-    rollout, _ = EpisodeBatchCollector(env, agent, seed=0).collect(4)
+    rollout, _ = RolloutCollector(env, agent, seed=0).collect(4)
     before = trainable(agent)
-    poisoned = TextRollout(**{**rollout.__dict__, "rewards": torch.full_like(rollout.rewards, math.nan)})
+    poisoned = Rollout(**{**rollout.__dict__, "rewards": torch.full_like(rollout.rewards, math.nan)})
     metrics = agent.learn(poisoned)
     assert metrics["diag/skipped_updates"] == agent.num_epochs * agent.num_minibatches
     assert all(torch.equal(b, a) for b, a in zip(before, trainable(agent), strict=True))
@@ -232,28 +237,34 @@ def test_non_finite_loss_or_gradient_is_refused_and_reported():
 def test_bad_reward_function_output_stops_collection(reward_fn, message):
     env = make_env(num_envs=2, max_new_tokens=3, reward_fn=reward_fn)
     with pytest.raises(ValueError, match=message):
-        EpisodeBatchCollector(env, make_agent(env, num_minibatches=1)).collect(3)
+        RolloutCollector(env, make_agent(env, num_minibatches=1)).collect(3)
 
 
 def test_missing_model_path_is_named_in_the_error():
     env = make_env(num_envs=2)
     with pytest.raises(FileNotFoundError, match="/no/such/model"):
-        CachedLMActorCritic(env.single_observation_space, env.single_action_space, model="/no/such/model")
+        LMActorCritic(env.single_observation_space, env.single_action_space, model="/no/such/model")
 
 
-def test_learn_needs_whole_episode_batches():
-    env = make_env(num_envs=2)
-    rollout, _ = EpisodeBatchCollector(env, ScriptedAgent([[GOOD, GOOD]] * 6)).collect(6)
-    plain = Rollout(**{f.name: getattr(rollout, f.name) for f in fields(Rollout)})
-    with pytest.raises(TypeError, match="TextRollout"):
-        make_agent(env, num_minibatches=1).learn(plain)
+def test_same_step_text_rollouts_train_the_same_agent_step_by_step():
+    torch.manual_seed(0)
+    env = make_env(num_envs=4, max_new_tokens=3, autoreset_mode="same_step")
+    agent = make_agent(env, num_minibatches=2)
+    before = trainable(agent)
+    rollout, _ = RolloutCollector(env, agent, seed=0).collect(5)
+    assert not rollout.whole_episodes and rollout.valid is None
+    metrics = agent.learn(rollout)
+    assert abs(metrics["charts/kl"]) < 1e-4  # LoRA starts at zero: the policy is its reference
+    assert metrics["diag/skipped_updates"] == 0
+    assert any(not torch.equal(b, a) for b, a in zip(before, trainable(agent), strict=True))
+    assert agent.env_steps == 20
 
 
 def test_kl_coef_zero_from_the_config_turns_the_penalty_off():
     cfg = compose_config(["agent=ppo", *TINY_TEXT, "agent.kl.coef=0", "agent.num_minibatches=2"])
     env, agent = train.build(cfg, torch.device("cpu"))
-    assert isinstance(agent, TextPPOAgent) and agent.kl.coef == 0
-    collector = EpisodeBatchCollector(env, agent, seed=0)
+    assert isinstance(agent, PPOAgent) and agent.kl.coef == 0
+    collector = RolloutCollector(env, agent, seed=0)
     metrics = agent.learn(collector.collect(agent.rollout_steps)[0])
     assert metrics["charts/kl_coef"] == 0 and metrics["charts/non_score_reward"] == 0
     assert agent.kl.coef == 0
@@ -268,20 +279,20 @@ def test_train_entry_point_runs_text_ppo_with_the_tiny_model(tmp_path):
             *TINY_TEXT,
             "train.total_env_steps=60",
             "agent.num_minibatches=2",
-            "env.collector.samples_every=1",
+            "train.samples_every=1",
         ]
     )
     metrics = train.run(cfg, tmp_path)
     assert metrics["eval/heldout/episodes"] == 8
-    assert math.isfinite(metrics["eval/heldout/mean_return"])
+    assert math.isfinite(metrics["eval/heldout/return_mean"])
     assert json.loads((tmp_path / "metrics.json").read_text())["perf/env_steps"] >= 60
     events = EventAccumulator(str(tmp_path)).Reload()
     scalars = set(events.Tags()["scalars"])
     assert {
-        "charts/score",
+        "charts/episode_return",
         "charts/kl",
         "charts/kl_coef",
-        "charts/response_length",
+        "charts/episode_length",
         "diag/entropy",
         "diag/clipfrac",
         "diag/skipped_updates",
@@ -289,7 +300,7 @@ def test_train_entry_point_runs_text_ppo_with_the_tiny_model(tmp_path):
     assert "samples/text_summary" in events.Tags()["tensors"]
     loaded = agents.load_agent(tmp_path)
     state, _ = load_checkpoint(tmp_path)
-    assert isinstance(loaded, TextPPOAgent)
+    assert isinstance(loaded, PPOAgent)
     assert loaded.kl.coef == state["agent"]["kl"]["coef"] != 0.1  # adaptive: moved, saved, restored
     obs, _ = make_env(num_envs=3).reset(seed=0)
     assert loaded.act(obs, deterministic=True).shape == (3,)

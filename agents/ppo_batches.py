@@ -1,0 +1,226 @@
+"""How a PPO update sees a rollout: as single steps, or as whole episodes.
+
+PPO's update loop (:func:`agents.ppo.ppo_update`) draws minibatches from a batch and asks
+the batch to evaluate them under the current network. Two layouts exist:
+
+* :class:`StepBatch`: the rollout's valid steps flattened to N samples; the network is
+  called on a minibatch of observations, ``network(obs) -> (logits, values)``. Works for
+  every network and every rollout.
+* :class:`EpisodeBatch`: one row per episode of a rollout of whole episodes
+  (``rollout.whole_episodes``); the network scores every step of a minibatch of episodes in
+  one call, ``network.evaluate_episodes(first_obs, actions, valid)``. A language model
+  scores a whole completion in one forward pass this way instead of one pass per token.
+
+Both layouts also give the reference policy's log-probs of the taken actions, for the
+per-step KL penalty (:mod:`agents.kl`), from a network that has a reference:
+``reference_logits(obs)`` for steps, ``reference_episodes(first_obs, actions, valid)`` for
+episodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Categorical
+
+from agents.base import Observation, Rollout, map_observation, masked_logits
+
+
+@dataclass
+class EpisodeEvaluation:
+    """Per-step quantities of a batch of episodes under the current network, time-major.
+
+    Shapes: log_probs, entropies, values (T, B); ``values[t]`` is V(s_t).
+    """
+
+    log_probs: Tensor
+    entropies: Tensor
+    values: Tensor
+
+
+@runtime_checkable
+class EpisodePolicy(Protocol):
+    """A network that scores whole episodes from their first observation and their actions."""
+
+    def evaluate_episodes(self, first_obs: Observation, actions: Tensor, valid: Tensor) -> EpisodeEvaluation:
+        """Shapes: first_obs (B, ...); actions, valid (T, B) -> outputs (T, B)."""
+        ...
+
+
+class Samples(NamedTuple):
+    """A minibatch evaluated under the current network, flattened over its valid steps (N,).
+
+    ``logits`` and ``action_masks`` (N, A) are there when the layout materialises them.
+    """
+
+    new_log_probs: Tensor
+    old_log_probs: Tensor
+    advantages: Tensor
+    new_values: Tensor
+    old_values: Tensor
+    returns: Tensor
+    entropy: Tensor
+    logits: Tensor | None = None
+    action_masks: Tensor | None = None
+
+
+def _index(value: Any, rows: Tensor) -> Any:
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    return map_observation(lambda x: x[rows], value)
+
+
+def policy_outputs(network: nn.Module, obs: Observation, action_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Masked float logits (B, A) and float values (B,) of ``network(obs)``."""
+    logits, values = network(obs)
+    return masked_logits(logits.float(), action_mask), values.float()
+
+
+@dataclass
+class StepBatch:
+    """The valid steps of a rollout, flattened. Shapes: N samples; obs (N, ...); the rest (N,) or (N, A)."""
+
+    obs: Observation
+    action_masks: Tensor | None
+    actions: Tensor
+    log_probs: Tensor
+    values: Tensor
+    advantages: Tensor
+    returns: Tensor
+
+    @classmethod
+    def from_rollout(cls, rollout: Rollout, advantages: Tensor, returns: Tensor) -> StepBatch:
+        keep = rollout.valid_mask.flatten()
+
+        def flat(x: Tensor | None) -> Any:
+            return None if x is None else x.flatten(0, 1)[keep]
+
+        return cls(
+            obs=map_observation(flat, rollout.obs),
+            action_masks=flat(rollout.action_masks),
+            actions=flat(rollout.actions),
+            log_probs=flat(rollout.log_probs).float(),
+            values=flat(rollout.values).float(),
+            advantages=flat(advantages),
+            returns=flat(returns),
+        )
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+    def __getitem__(self, rows: Tensor) -> StepBatch:
+        return StepBatch(**{f.name: _index(getattr(self, f.name), rows) for f in fields(self)})
+
+    def evaluate(self, network: nn.Module) -> Samples:
+        logits, values = policy_outputs(network, self.obs, self.action_masks)
+        policy = Categorical(logits=logits, validate_args=False)
+        return Samples(
+            policy.log_prob(self.actions),
+            self.log_probs,
+            self.advantages,
+            values,
+            self.values,
+            self.returns,
+            policy.entropy(),
+            logits,
+            self.action_masks,
+        )
+
+    @staticmethod
+    @torch.no_grad()
+    def reference_log_probs(network: nn.Module, rollout: Rollout, chunks: int) -> Tensor:
+        """log pi_ref(a_t|s_t) of the rollout's actions (T, B), from ``network.reference_logits``."""
+        reference_logits = _require(network, "reference_logits")
+        obs = map_observation(lambda x: x.flatten(0, 1), rollout.obs)
+        actions = rollout.actions.flatten(0, 1)
+        masks = None if rollout.action_masks is None else rollout.action_masks.flatten(0, 1)
+        parts = []
+        for rows in torch.arange(actions.shape[0], device=actions.device).tensor_split(max(1, chunks)):
+            logits = masked_logits(reference_logits(_index(obs, rows)).float(), _index(masks, rows))
+            parts.append(torch.log_softmax(logits, -1).gather(-1, actions[rows, None]).squeeze(-1))
+        return torch.cat(parts).view_as(rollout.rewards)
+
+
+@dataclass
+class EpisodeBatch:
+    """A rollout of whole episodes, one row per episode.
+
+    Shapes: N episodes of at most T steps. first_obs (N, ...); actions, valid (N, T);
+    log_probs, values, advantages, returns (N, T) float32.
+    """
+
+    first_obs: Observation
+    actions: Tensor
+    valid: Tensor
+    log_probs: Tensor
+    values: Tensor
+    advantages: Tensor
+    returns: Tensor
+
+    @classmethod
+    def from_rollout(cls, rollout: Rollout, advantages: Tensor, returns: Tensor) -> EpisodeBatch:
+        return cls(
+            first_obs=map_observation(lambda x: x[0], rollout.obs),
+            actions=rollout.actions.T,
+            valid=rollout.valid_mask.T,
+            log_probs=rollout.log_probs.float().T,
+            values=rollout.values.float().T,
+            advantages=advantages.T,
+            returns=returns.T,
+        )
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+    def __getitem__(self, rows: Tensor) -> EpisodeBatch:
+        return EpisodeBatch(**{f.name: _index(getattr(self, f.name), rows) for f in fields(self)})
+
+    def evaluate(self, network: nn.Module) -> Samples:
+        evaluation = network.evaluate_episodes(self.first_obs, self.actions.T, self.valid.T)
+        valid = self.valid
+        return Samples(
+            evaluation.log_probs.T[valid],
+            self.log_probs[valid],
+            self.advantages[valid],
+            evaluation.values.T[valid].float(),
+            self.values[valid],
+            self.returns[valid],
+            evaluation.entropies.T[valid],
+        )
+
+    @staticmethod
+    @torch.no_grad()
+    def reference_log_probs(network: nn.Module, rollout: Rollout, chunks: int) -> Tensor:
+        """log pi_ref(a_t|s_t) of the rollout's actions (T, B), from ``network.reference_episodes``."""
+        reference_episodes = _require(network, "reference_episodes")
+        first_obs = map_observation(lambda x: x[0], rollout.obs)
+        parts = []
+        for rows in torch.arange(rollout.num_envs, device=rollout.actions.device).tensor_split(
+            max(1, chunks)
+        ):
+            parts.append(
+                reference_episodes(
+                    _index(first_obs, rows), rollout.actions[:, rows], rollout.valid_mask[:, rows]
+                )
+            )
+        return torch.cat(parts, dim=1)
+
+
+def _require(network: nn.Module, method: str) -> Any:
+    function = getattr(network, method, None)
+    if function is None:
+        raise TypeError(
+            f"the KL penalty needs a network with a reference policy ({method}); "
+            f"{type(network).__name__} has none (e.g. agents.lm.LMActorCritic has one; set agent.kl=null)"
+        )
+    return function
+
+
+def batch_layout(network: nn.Module, rollout: Rollout) -> type[StepBatch] | type[EpisodeBatch]:
+    """Whole episodes when the rollout holds them and the network can score them, else steps."""
+    if rollout.whole_episodes and isinstance(network, EpisodePolicy):
+        return EpisodeBatch
+    return StepBatch
