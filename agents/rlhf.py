@@ -7,7 +7,7 @@ Stages, all in one run directory (settings in ``conf/rlhf.yaml``):
    sentiment or alt-profanity-check, by task) ranks them -> ``rankings.jsonl``.
 2. **reward_model**: a MiniLM reward model is trained on the consensus pairs and calibrated
    (its scores have mean 0 and std 1 on the collected completions) -> ``reward_model/``.
-3. **ppo**: :class:`agents.text_ppo.TextPPOAgent` fine-tunes the policy's LoRA adapters in the
+3. **ppo**: :class:`agents.ppo.PPOAgent` fine-tunes the policy's LoRA adapters in the
    text env with the generic loop :func:`agents.train.train_loop`; the reward is the reward
    model's score, with a per-token KL penalty to the reference model (adapters off).
    The noise-free labeler scores the same completions on the side, and

@@ -113,7 +113,9 @@ class RolloutCollector:
       ignores; that step is stored as padding (``valid`` False).
     * ``disabled`` (batch episodes): each :meth:`collect` resets every row and steps until
       all rows have ended (or ``num_steps``); a row's steps after its end are padding. The
-      rollout is marked ``whole_episodes``.
+      rollout is marked ``whole_episodes``. Envs that keep ended rows idle say so with
+      ``info["active"]`` (the text env); other envs get their ended rows restarted with
+      ``reset(options={"reset_mask": rows})``, and those new episodes stay padding.
 
     Between rollouts it keeps the current observations, so episodes run across rollouts
     (except in disabled mode). Env steps (``EpisodeStats`` and the rollout's ``num_valid``)
@@ -218,6 +220,8 @@ class RolloutCollector:
             ended |= done
             if whole_episodes and bool(ended.all()):
                 break
+            if whole_episodes and bool(done.any()) and "active" not in info:
+                self._restart(done)
         stacked = {name: _stack(values) for name, values in steps.items()}
         padded = not bool(stacked["valid"].all())
         stacked["valid"] = stacked["valid"] if padded or whole_episodes else None
@@ -226,6 +230,20 @@ class RolloutCollector:
         if stats.samples and self.samples_every > 0 and (self.rollouts - 1) % self.samples_every == 0:
             stats.texts["samples"] = samples_markdown(stats.samples[: self.num_samples])
         return rollout, stats
+
+    def _restart(self, rows: Tensor) -> None:
+        """Reset the rows that just ended (disabled mode, for envs that cannot step them further).
+
+        Envs that keep ended rows idle report ``info["active"]`` and are left alone; the
+        restarted rows' new episodes are padding until the batch ends.
+        """
+        obs, info = self.env.reset(options={"reset_mask": rows.cpu().numpy()})
+        fresh = map_observation(torch.clone, as_observation(obs, self.device))
+        assert self.obs is not None
+        self.obs = _where_rows(rows, fresh, self.obs)
+        mask = self._mask(info, "action_mask")
+        if mask is not None and self.mask is not None:
+            self.mask = torch.where(rows[:, None], mask, self.mask)
 
     def _track_episodes(
         self, rewards: Tensor, valid: Tensor, done: Tensor, info: dict[str, Any], stats: EpisodeStats

@@ -18,17 +18,19 @@ from agents.replay import flatten_rollout
 class StateIndexer:
     """Maps observations of a small discrete space to table rows by mixed radix of ``obs - low``.
 
-    Accepts ``Discrete``, ``MultiDiscrete`` and integer-dtype ``Box`` spaces; the last
-    observation element varies fastest.
+    Accepts ``Discrete``, ``MultiDiscrete`` and integer-dtype ``Box`` spaces, and ``Dict``
+    spaces of them (entries in the space's key order); the last element varies fastest.
     """
 
     def __init__(self, observation_space: gymnasium.Space, max_states: int, device: torch.device):
         low, radices = self._layout(observation_space)
         num_states = math.prod(radices)
         if num_states > max_states:
+            count = f"{num_states:,}" if num_states < 10**15 else f"about 10^{len(str(num_states)) - 1}"
             raise ValueError(
-                f"observation space {observation_space} has {num_states:,} states, more than "
-                f"max_states={max_states:,}; use a smaller space or DQNAgent"
+                f"tabular Q needs at most max_states={max_states:,} states, but the observation space "
+                f"has {count} ({type(observation_space).__name__} of {len(radices)} elements); "
+                "use a smaller space or DQNAgent"
             )
         strides = [math.prod(radices[i + 1 :]) for i in range(len(radices))]
         self.num_states = num_states
@@ -39,6 +41,13 @@ class StateIndexer:
     @staticmethod
     def _layout(space: gymnasium.Space) -> tuple[list[int], list[int]]:
         spaces = gymnasium.spaces
+        if isinstance(space, spaces.Dict):
+            low: list[int] = []
+            radices: list[int] = []
+            for child in space.spaces.values():
+                child_low, child_radices = StateIndexer._layout(child)
+                low, radices = low + child_low, radices + child_radices
+            return low, radices
         if isinstance(space, spaces.Discrete):
             return [int(space.start)], [int(space.n)]
         if isinstance(space, spaces.MultiDiscrete):
@@ -46,10 +55,14 @@ class StateIndexer:
         if isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.integer):
             low, high = [int(v) for v in space.low.flat], [int(v) for v in space.high.flat]
             return low, [h - lo + 1 for lo, h in zip(low, high, strict=True)]
-        raise ValueError(f"tabular Q needs a Discrete, MultiDiscrete or integer Box space, got {space}")
+        raise ValueError(
+            f"tabular Q needs a Discrete, MultiDiscrete or integer Box space (or a Dict of them), got {space}"
+        )
 
-    def __call__(self, obs: Tensor) -> Tensor:
-        """Row index of each observation. Shapes: obs (B, *obs_shape) -> (B,) int64."""
+    def __call__(self, obs: Tensor | dict[str, Tensor]) -> Tensor:
+        """Row index of each observation. Shapes: obs (B, *obs_shape) or a dict of such -> (B,) int64."""
+        if isinstance(obs, dict):
+            obs = torch.cat([value.reshape(value.shape[0], -1).long() for value in obs.values()], dim=1)
         digits = obs.reshape(obs.shape[0], -1).to(self.low.device, torch.int64) - self.low
         if digits.shape[1] != self.low.shape[0]:
             raise ValueError(f"observations have {digits.shape[1]} elements, the space {self.low.shape[0]}")

@@ -7,13 +7,15 @@ rewards, flags and the arrays of ``info`` come back as tensors on ``device``, an
 in as tensors. The env's autoreset mode is kept in ``metadata["autoreset_mode"]``; the
 collector reads it (same-step, next-step and disabled modes are all handled there).
 
-Observation spaces: ``Box``, ``Discrete``, ``MultiDiscrete``, ``MultiBinary`` and ``Dict``
-of these; action space: ``Discrete`` (the agents choose one index per step). Other spaces
-are refused with an error that names the space.
+Observation spaces: ``Box``, ``Discrete``, ``MultiDiscrete``, ``MultiBinary``, and ``Dict``
+or ``Tuple`` of these (a ``Tuple`` is seen as a ``Dict`` with keys ``"0"``, ``"1"``, ... in
+order); action space: ``Discrete`` (the agents choose one index per step). Other spaces are
+refused with an error that names the space.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,10 +76,19 @@ class TorchVectorEnv(gym.vector.VectorWrapper):
     def __init__(self, env: gym.vector.VectorEnv, device: str | torch.device = "cpu") -> None:
         super().__init__(env)
         self.device = torch.device(device)
+        self.tuple_observations = isinstance(env.single_observation_space, spaces.Tuple)
+        if self.tuple_observations:
+            self.single_observation_space = tuple_as_dict(env.single_observation_space)
+            self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
+
+    def _observation(self, obs: Any) -> Any:
+        if self.tuple_observations and isinstance(obs, (tuple, list)):
+            obs = {str(index): item for index, item in enumerate(obs)}
+        return to_torch(obs, self.device)
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
-        return to_torch(obs, self.device), to_torch(info, self.device)
+        return self._observation(obs), to_torch(info, self.device)
 
     def step(self, actions: Any) -> tuple[Any, Tensor, Tensor, Tensor, dict[str, Any]]:
         if isinstance(actions, Tensor):
@@ -89,6 +100,8 @@ class TorchVectorEnv(gym.vector.VectorWrapper):
         if isinstance(final_obs, np.ndarray) and final_obs.dtype == object:
             present = np.asarray(info.get("_final_obs", [item is not None for item in final_obs]))
             info["final_obs"] = _stack_rows(final_obs, present, obs)
+        if "final_obs" in info:
+            info["final_obs"] = self._observation(info["final_obs"])
         final_info = info.pop("final_info", None)
         present = info.pop("_final_info", None)
         if isinstance(final_info, Mapping) and "action_mask" in final_info and present is not None:
@@ -97,7 +110,7 @@ class TorchVectorEnv(gym.vector.VectorWrapper):
             masks[ended] = np.asarray(final_info["action_mask"])[ended]
             info["final_action_mask"] = masks
         return (
-            to_torch(obs, self.device),
+            self._observation(obs),
             torch.as_tensor(np.asarray(rewards), device=self.device).float(),
             torch.as_tensor(np.asarray(terminated), device=self.device).bool(),
             torch.as_tensor(np.asarray(truncated), device=self.device).bool(),
@@ -105,8 +118,20 @@ class TorchVectorEnv(gym.vector.VectorWrapper):
         )
 
 
+def tuple_as_dict(space: spaces.Tuple) -> spaces.Dict:
+    """A ``Tuple`` space as a ``Dict`` with keys ``"0"``, ``"1"``, ... in the tuple's order."""
+    return spaces.Dict(OrderedDict((str(index), child) for index, child in enumerate(space.spaces)))
+
+
 def _stack_rows(rows: np.ndarray, present: np.ndarray, current: Any) -> Any:
     """Per-row final observations (an object array) as one batch; absent rows take ``current``."""
+    if isinstance(current, (tuple, list)):
+        return tuple(
+            _stack_rows(
+                np.array([row[i] if row is not None else None for row in rows], dtype=object), present, part
+            )
+            for i, part in enumerate(current)
+        )
     if isinstance(current, Mapping):
         return {
             key: _stack_rows(
@@ -185,9 +210,10 @@ def make_vector_env(
         vector_kwargs=vector_kwargs or None,
         **env_kwargs,
     )
-    check_observation_space(env.single_observation_space, id)
-    check_action_space(env.single_action_space, id)
-    return TorchVectorEnv(env, device)
+    wrapped = TorchVectorEnv(env, device)
+    check_observation_space(wrapped.single_observation_space, id)
+    check_action_space(wrapped.single_action_space, id)
+    return wrapped
 
 
 def _accepts(entry_point: Any, name: str) -> bool:

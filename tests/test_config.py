@@ -1,20 +1,39 @@
-"""Every config composes, and every env x agent pair instantiates from the env's spaces."""
+"""Every config composes; every env x agent pair either instantiates and acts or fails, before
+anything trains, with an error that names the pair and what the agent needs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 import agents  # noqa: F401  (registers the config resolvers)
 import conf
+from agents.compat import IncompatiblePairError
+from agents.train import build
 
 CONF_DIR = str(Path(conf.__file__).parent)
 ENVS = sorted(p.stem for p in Path(CONF_DIR, "env").glob("*.yaml"))
 AGENTS = sorted(p.stem for p in Path(CONF_DIR, "agent").glob("*.yaml"))
-LIGHT_ENVS = [e for e in ENVS if e != "text"]
+TINY_TEXT = [
+    "env.model=tiny",
+    "env.vector.prompts=[the movie is,a film was very]",
+    "env.vector.reward_fn=token_count:good",
+    "env.vector.window=16",
+    "env.vector.max_new_tokens=4",
+]
+# (env overrides, agents declared compatible); every other agent must be refused.
+ENV_CASES = {
+    "tictactoe": (["env=tictactoe"], {"ppo", "qlearning", "qlearning_tabular"}),
+    "text": (["env=text", *TINY_TEXT], {"ppo", "qlearning"}),
+    "CartPole": (["env=gym", "env.id=CartPole-v1"], {"ppo", "qlearning"}),
+    "Taxi": (["env=gym", "env.id=Taxi-v4"], {"ppo", "qlearning", "qlearning_tabular"}),
+    "FrozenLake": (["env=gym", "env.id=FrozenLake-v1", "env.kwargs={is_slippery: false}"], set(AGENTS)),
+    "Blackjack": (["env=gym", "env.id=Blackjack-v1"], {"ppo", "qlearning", "qlearning_tabular"}),
+}
+NEEDS = {"qlearning_tabular": "tabular Q needs"}
 
 
 def compose_config(overrides: list[str]):
@@ -23,35 +42,50 @@ def compose_config(overrides: list[str]):
 
 
 def test_config_groups_exist():
-    assert "tictactoe" in ENVS
+    assert {"tictactoe", "text", "gym"} <= set(ENVS)
     assert {"ppo", "qlearning", "qlearning_tabular"} <= set(AGENTS)
+    assert {p.stem for p in Path(CONF_DIR, "network").glob("*.yaml")} >= {"mlp", "lm"}
 
 
 @pytest.mark.parametrize("env", ENVS)
 @pytest.mark.parametrize("agent", AGENTS)
 def test_every_pair_composes(env, agent):
     cfg = compose_config([f"env={env}", f"agent={agent}"])
-    assert cfg.env.name == env
+    assert cfg.env.name
     assert "_target_" in cfg.agent and "_target_" in cfg.env.vector
 
 
-@pytest.mark.parametrize("env", LIGHT_ENVS)
+def test_the_network_follows_the_env_unless_chosen():
+    assert compose_config(["env=text"]).network.actor_critic._target_ == "agents.lm.LMActorCritic"
+    assert compose_config(["env=gym"]).network.q._target_ == "agents.networks.QNetworkMLP"
+    chosen = compose_config(["env=text", "network=mlp"])
+    assert chosen.network.actor_critic._target_ == "agents.networks.ActorCriticMLP"
+
+
+@pytest.mark.parametrize("case", sorted(ENV_CASES))
 @pytest.mark.parametrize("agent", AGENTS)
-def test_every_pair_instantiates(env, agent):
-    cfg = compose_config([f"env={env}", f"agent={agent}", "num_envs=4"])
-    vec = instantiate(cfg.env.vector)
+def test_every_pair_instantiates_or_is_refused_before_training(case, agent):
+    overrides, compatible = ENV_CASES[case]
+    cfg = compose_config([*overrides, f"agent={agent}", "num_envs=2"])
+    if agent not in compatible:
+        with pytest.raises(IncompatiblePairError, match=r"env=.* and agent=.* do not fit together") as error:
+            build(cfg, torch.device("cpu"))
+        assert NEEDS.get(agent, "") in str(error.value)
+        return
+    env, built = build(cfg, torch.device("cpu"))
     try:
-        built = instantiate(
-            cfg.agent,
-            observation_space=vec.single_observation_space,
-            action_space=vec.single_action_space,
-            device="cpu",
-        )
-        obs, info = vec.reset(seed=0)
+        obs, info = env.reset(seed=0)
         actions = built.act(obs, info.get("action_mask"), deterministic=True)
-        assert actions.shape == (4,)
+        assert actions.shape == (2,)
+        assert bool(env.single_action_space.contains(int(actions[0])))
     finally:
-        vec.close()
+        env.close()
+
+
+def test_an_lm_network_on_a_vector_env_is_refused_with_what_it_needs():
+    cfg = compose_config(["env=tictactoe", "agent=ppo", "network=lm", "num_envs=2"])
+    with pytest.raises(IncompatiblePairError, match="LMActorCritic.*'input_ids' and 'attention_mask'"):
+        build(cfg, torch.device("cpu"))
 
 
 def test_evaluate_config_composes():

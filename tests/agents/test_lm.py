@@ -11,6 +11,7 @@ from torch.testing import assert_close
 from agents.lm import LMActorCritic, LMQNetwork
 from agents.lm_core import unique_parameter_bytes
 from rlenv.text.models import tiny_causal_lm
+from rlenv.text.tokens import push_tokens
 
 VOCAB, WINDOW, PAD = 48, 16, 0
 
@@ -59,26 +60,37 @@ def set_adapter_weights(net: torch.nn.Module, seed: int = 3) -> None:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
 
 
-def test_cached_acting_matches_full_forward_with_padding_and_early_finish():
+@torch.no_grad()
+def acting(net: torch.nn.Module, window: dict[str, torch.Tensor]):
+    """What the network gives an agent acting without gradients: through its KV cache."""
+    return net(window)
+
+
+@pytest.mark.parametrize("finished_rows", ["unattended_pad", "unchanged"])
+def test_cached_acting_matches_full_forward_with_padding_and_early_finish(finished_rows):
     net = make_net()
     window = left_padded(random_prompts([2, 5, 9, 3]))
-    logits, values = net.start(window)
+    logits, values = acting(net, window)
     for step in range(8):
         full_logits, full_values = net(window)
         assert_close(logits, full_logits, atol=1e-5, rtol=1e-5)
         assert_close(values, full_values)
         actions = torch.distributions.Categorical(logits=logits).sample()
         active = torch.tensor([True, step < 2, step < 5, True])
-        window = shift(window, actions, active)
-        logits, values = net.advance(actions, active)
+        if finished_rows == "unattended_pad":
+            window = shift(window, actions, active)
+        else:  # the text env's batches of whole episodes: a finished row's window stays as it was
+            ids, mask = push_tokens(window["input_ids"], window["attention_mask"], actions, active)
+            window = {"input_ids": ids, "attention_mask": mask}
+        logits, values = acting(net, window)
     assert_close(torch.log_softmax(logits, -1), torch.log_softmax(net(window)[0], -1), atol=1e-5, rtol=1e-5)
 
 
-def test_forward_cached_follows_env_windows_through_resets_and_overflow():
+def test_cached_acting_follows_env_windows_through_resets_and_overflow():
     net = make_net(cls=LMQNetwork)
     window = left_padded(random_prompts([3, 13, 6], seed=2))
     for step in range(10):
-        q = net.forward_cached(window)
+        q = acting(net, window)
         assert_close(q, net(window), atol=1e-5, rtol=1e-5)
         actions = q.argmax(-1)
         window = shift(window, actions, torch.ones(3, dtype=torch.bool))
@@ -141,7 +153,8 @@ def test_evaluate_sequences_matches_step_by_step_acting():
     net = make_net(lora={"r": 4, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]})
     set_adapter_weights(net)
     start = left_padded(random_prompts([3, 6, 2]))
-    logits, values = net.start(start)
+    window = start
+    logits, values = acting(net, window)
     steps: list[tuple[torch.Tensor, ...]] = []
     for step in range(6):
         actions = torch.distributions.Categorical(logits=logits).sample()
@@ -149,7 +162,8 @@ def test_evaluate_sequences_matches_step_by_step_acting():
         log_probs = torch.log_softmax(logits, -1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
         steps.append((log_probs.gather(-1, actions[:, None]).squeeze(-1), entropy, values, actions, active))
-        logits, values = net.advance(actions, active)
+        window = shift(window, actions, active)
+        logits, values = acting(net, window)
     log_probs, entropies, values, actions, active = (
         torch.stack(column) for column in zip(*steps, strict=True)
     )
@@ -160,6 +174,10 @@ def test_evaluate_sequences_matches_step_by_step_acting():
     for got, expected in ((evaluation.log_probs, log_probs), (evaluation.entropies, entropies)):
         assert_close(got[active], expected[active], atol=1e-5, rtol=1e-5)
     assert_close(evaluation.values, values, atol=1e-5, rtol=1e-5)
+    episodes = net.evaluate_episodes(start, actions, active)
+    assert_close(episodes.log_probs[active], log_probs[active], atol=1e-5, rtol=1e-5)
+    reference = net.reference_episodes(start, actions, active)
+    assert_close(reference[active], net.reference_log_probs(sequences, mask, WINDOW)[active])
 
 
 def test_gradients_reach_only_lora_and_value_head():
@@ -185,9 +203,9 @@ def test_q_network_starts_from_logits_and_deepcopy_shares_frozen_base():
     assert_close(net(obs), make_net()(obs)[0])
     trainable = {name for name, p in net.named_parameters() if p.requires_grad}
     assert {"scale", "bias"} <= trainable and all(n in ("scale", "bias") or "lora_" in n for n in trainable)
-    net.forward_cached(obs)
+    acting(net, obs)
     target = copy.deepcopy(net)
-    assert not target.core.context.active
+    assert target.core.context.cache is None and net.core.context.cache is not None
     frozen = {p.data_ptr() for p in net.parameters() if not p.requires_grad}
     assert frozen <= {p.data_ptr() for p in target.parameters()}
     with torch.no_grad():
@@ -223,7 +241,5 @@ def test_bad_arguments_are_named():
     net = make_net()
     with pytest.raises(ValueError, match="response_start 12"):
         net.evaluate_sequences(torch.ones(1, 12, dtype=torch.long), torch.ones(1, 12, dtype=torch.long), 12)
-    with pytest.raises(RuntimeError, match="start"):
-        net.advance(torch.zeros(2, dtype=torch.long))
     with pytest.raises(KeyError, match="attention_mask"):
         net({"input_ids": torch.ones(1, 4, dtype=torch.long)})

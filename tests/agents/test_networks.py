@@ -80,10 +80,41 @@ def test_dueling_mean_q_is_state_value() -> None:
 
 @pytest.mark.parametrize("cls", [ActorCriticMLP, QNetworkMLP])
 def test_bad_spaces_raise(cls: type[nn.Module]) -> None:
-    with pytest.raises(TypeError, match="needs a Box observation space"):
-        cls(gymnasium.spaces.Discrete(4), NINE)
+    with pytest.raises(TypeError, match="reads Box, Discrete, MultiDiscrete, MultiBinary"):
+        cls(gymnasium.spaces.Text(5), NINE)
+    with pytest.raises(TypeError, match="reads Box"):
+        cls(gymnasium.spaces.Dict({"board": BOARD, "name": gymnasium.spaces.Text(5)}), NINE)
     with pytest.raises(TypeError, match="needs a Discrete action space"):
         cls(BOARD, gymnasium.spaces.Box(-1, 1, shape=(2,)))
+
+
+@pytest.mark.parametrize("cls", [ActorCriticMLP, QNetworkMLP])
+def test_discrete_multidiscrete_and_dict_observations_are_encoded(cls: type[nn.Module]) -> None:
+    spaces = gymnasium.spaces
+    space = spaces.Dict(
+        {
+            "state": spaces.Discrete(5, start=1),
+            "dice": spaces.MultiDiscrete([3, 2]),
+            "flags": spaces.MultiBinary(2),
+            "board": BOARD,
+        }
+    )
+    net = cls(space, NINE, hidden_sizes=(8,))
+    assert net.encoder.num_features == 5 + 2 * 3 + 2 + 9
+    obs = {
+        "state": torch.tensor([1, 5]),
+        "dice": torch.tensor([[0, 1], [2, 0]]),
+        "flags": torch.tensor([[1, 0], [0, 1]], dtype=torch.int8),
+        "board": torch.zeros(2, 9, dtype=torch.int8),
+    }
+    features = net.encoder(obs, torch.float32)
+    assert features.shape == (2, 22)
+    # the space's key order (Gymnasium sorts it): board 0:9, dice 9:15, flags 15:17, state 17:22
+    assert features[0, 17:].tolist() == [1, 0, 0, 0, 0] and features[1, 17:].tolist() == [0, 0, 0, 0, 1]
+    assert features[1, 9:15].tolist() == [0, 0, 1, 1, 0, 0]  # dice (2, 0): codes of 3 values each
+    assert features[1, 15:17].tolist() == [0, 1]
+    output = net(obs)
+    assert (output[0] if isinstance(output, tuple) else output).shape == (2, 9)
 
 
 def test_wrong_observation_shape_raises() -> None:

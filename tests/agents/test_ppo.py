@@ -294,7 +294,6 @@ def test_learns_a_contextual_bandit() -> None:
     assert mean_reward > 0.9
 
 
-
 def test_logit_spread_counts_legal_actions_only() -> None:
     logits = torch.tensor([[1.0, 3.0, 100.0], [0.0, 0.0, 6.0]], requires_grad=True)
     mask = torch.tensor([[True, True, False], [True, True, True]])

@@ -73,7 +73,7 @@ def test_pipeline_runs_every_stage_with_tiny_models(tmp_path, capsys) -> None:
     expected = {
         "reward_model/loss",
         "reward_model/val_accuracy",
-        "charts/score",
+        "charts/episode_return",
         "charts/kl",
         "charts/rm_minus_labeler",
         "charts/labeler_score",

@@ -1,4 +1,4 @@
-"""DQN on a language model: dict observations in replay, cached acting, updates on a toy reward, the entry point."""
+"""DQN on a language model: dict observations in replay, cached acting, a toy reward, the entry point."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from torch.testing import assert_close
 
 from agents import train
-from agents.qlearning import DQNAgent
 from agents.lm import LMQNetwork
+from agents.qlearning import DQNAgent
 from agents.rollout import RolloutCollector
 from rlenv.text import TextGenerationVectorEnv
 from tests.agents.test_text_ppo import PROMPTS, TINY_TEXT

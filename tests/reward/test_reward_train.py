@@ -82,9 +82,7 @@ def test_explicit_validation_set_is_held_out_and_must_not_share_prompts() -> Non
     with pytest.raises(ValueError, match="1 prompt.* in both the training and the validation"):
         split_pairs(records[:9], 0.1, seed=0, val_data=records[8:])
     model = tiny_reward_model(seed=0)
-    metrics = train_reward_model(
-        records[:9], model, epochs=1, lr=1e-3, val_data=records[9:], progress=False
-    )
+    metrics = train_reward_model(records[:9], model, epochs=1, lr=1e-3, val_data=records[9:], progress=False)
     assert metrics["reward_model/num_train_pairs"] == 18 and metrics["reward_model/num_val_pairs"] == 6
 
 
