@@ -29,7 +29,7 @@ class StateIndexer:
             count = f"{num_states:,}" if num_states < 10**15 else f"about 10^{len(str(num_states)) - 1}"
             raise ValueError(
                 f"tabular Q needs at most max_states={max_states:,} states, but the observation space "
-                f"has {count} ({type(observation_space).__name__} of {len(radices)} elements); "
+                f"has {count} states ({type(observation_space).__name__} of {len(radices)} elements); "
                 "use a smaller space or DQNAgent"
             )
         strides = [math.prod(radices[i + 1 :]) for i in range(len(radices))]
