@@ -38,8 +38,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from agents.logger import NullLogger, flatten
 from agents.train import build, resolve_device, seed_everything, train_loop, write_checkpoint, write_metrics
+from rlenv.logger import NullLogger, flatten
 
 log = logging.getLogger(__name__)
 ScoreFn = Callable[[list[str], list[str]], Any]

@@ -30,9 +30,9 @@ from agents.base import Agent
 from agents.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_latest
 from agents.compat import IncompatiblePairError, check_pair
 from agents.evaluate import evaluate_agent, format_table
-from agents.logger import NullLogger, flatten
 from agents.rollout import RolloutCollector
 from agents.spaces import space_to_json
+from rlenv.logger import NullLogger, flatten
 
 log = logging.getLogger(__name__)
 

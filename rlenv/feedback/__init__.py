@@ -5,13 +5,7 @@ from typing import Any
 from rlenv.feedback.consensus import Consensus, consensus, pair_agreement
 from rlenv.feedback.human import TerminalLabeler
 from rlenv.feedback.items import Item, LabelingSummary, load_items
-from rlenv.feedback.labelers import (
-    SentimentLabeler,
-    ToxicityLabeler,
-    label_with_panel,
-    sentiment,
-    toxicity,
-)
+from rlenv.feedback.labelers import SentimentLabeler, ToxicityLabeler, label_with_panel
 from rlenv.feedback.pairs import Pair, pair_support, ranking_to_pairs, records_to_pairs, split_by_prompt
 from rlenv.feedback.rankings import (
     Label,
@@ -68,8 +62,6 @@ __all__ = [
     "read_rankings",
     "records_to_pairs",
     "sample_completions",
-    "sentiment",
     "split_by_prompt",
-    "toxicity",
     "write_rankings",
 ]

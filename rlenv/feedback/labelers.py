@@ -6,47 +6,21 @@ better), so it also serves as the "labeler reward" of the text environment.
 before ranking, which models disagreeing, imperfect labelers; ``noise=0`` gives
 the exact, deterministic score.
 
-- :class:`SentimentLabeler` (criterion ``"positivity"``): VADER's compound
-  polarity of the completion, in [-1, 1].
-- :class:`ToxicityLabeler` (criterion ``"non-toxicity"``): ``1 -`` the
-  probability that the completion is offensive (alt-profanity-check), in [0, 1].
+- :class:`SentimentLabeler` (criterion ``"positivity"``) and :class:`ToxicityLabeler`
+  (criterion ``"non-toxicity"``): the scores ``sentiment`` and ``toxicity`` of
+  :mod:`rlenv.text.scores`, the same functions the text env rewards with.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from rlenv.feedback.consensus import dense_ranks
 from rlenv.feedback.rankings import Label
-
-
-def sentiment(texts: Sequence[str]) -> np.ndarray:
-    """VADER compound sentiment of each text, in [-1, 1] (float64, shape (B,))."""
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    analyzer = _cached("vader", SentimentIntensityAnalyzer)
-    return np.array([analyzer.polarity_scores(t)["compound"] for t in texts], dtype=np.float64)
-
-
-def toxicity(texts: Sequence[str]) -> np.ndarray:
-    """Probability that each text is offensive, in [0, 1] (float64, shape (B,))."""
-    if len(texts) == 0:
-        return np.zeros(0, dtype=np.float64)
-    import profanity_check
-
-    return np.asarray(profanity_check.predict_prob(list(texts)), dtype=np.float64)
-
-
-_CACHE: dict[str, Any] = {}
-
-
-def _cached(key: str, factory: Any) -> Any:
-    if key not in _CACHE:
-        _CACHE[key] = factory()
-    return _CACHE[key]
+from rlenv.text.scores import SCORES
 
 
 class Labeler(Protocol):
@@ -99,7 +73,7 @@ class SentimentLabeler(ScoreLabeler):
     kind = "sentiment"
 
     def clean_score(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
-        return sentiment(completions)
+        return SCORES["sentiment"](prompts, completions)
 
 
 class ToxicityLabeler(ScoreLabeler):
@@ -109,7 +83,7 @@ class ToxicityLabeler(ScoreLabeler):
     kind = "toxicity"
 
     def clean_score(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
-        return 1.0 - toxicity(completions)
+        return SCORES["toxicity"](prompts, completions)
 
 
 def label_with_panel(labelers: Sequence[Labeler], prompt: str, completions: Sequence[str]) -> list[Label]:

@@ -20,7 +20,7 @@ Command line (Hydra; settings in ``conf/reward_train.yaml``)::
     python -m rlenv.reward.train data=rankings.jsonl epochs=4 lr=2e-4 encoder=minilm
 
 The run directory receives the best model (``reward_model/``, safetensors),
-TensorBoard events (through ``agents.logger.TensorBoardLogger``) and ``metrics.json``.
+TensorBoard events (through ``rlenv.logger.TensorBoardLogger``) and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -365,7 +365,7 @@ def fit(
 def run(cfg: RewardTrainConfig, run_dir: str | Path, logger: Any = None) -> dict[str, float]:
     """Load rankings, train, and write ``<run_dir>/<out_dir>``, TensorBoard events and ``metrics.json``.
 
-    ``logger``: anything with ``log(metrics, step)`` (default: an ``agents.logger.TensorBoardLogger``
+    ``logger``: anything with ``log(metrics, step)`` (default: an ``rlenv.logger.TensorBoardLogger``
     on ``run_dir``, closed at the end).
     """
     run_dir = Path(run_dir)
@@ -375,7 +375,7 @@ def run(cfg: RewardTrainConfig, run_dir: str | Path, logger: Any = None) -> dict
     val_records = None if cfg.val_data is None else load_rankings(cfg.val_data, skip_invalid=cfg.skip_invalid)
     owned = logger is None
     if owned:
-        from agents.logger import TensorBoardLogger
+        from rlenv.logger import TensorBoardLogger
 
         logger = TensorBoardLogger(run_dir)
     try:

@@ -5,7 +5,9 @@ of the same length) and returns one finite score per completion (a list, a NumPy
 a torch tensor). Any callable with that signature works, such as a trained reward model;
 :func:`make_reward_fn` also resolves these names:
 
-- ``"sentiment"``: VADER compound polarity of the completion, in [-1, 1].
+- ``"sentiment"``: VADER compound polarity of the completion, in [-1, 1]; ``"toxicity"``:
+  ``1 - P(offensive)`` of the completion, in [0, 1] (the scores of :mod:`rlenv.text.scores`,
+  which the simulated labelers share).
 - ``"length"``: number of whitespace-separated words of the completion.
 - ``"token_count:<token>"``: how often a token occurs as a word of the completion; ``<token>``
   is a token id (decoded with the env's tokenizer) or the word itself. A toy reward for tests.
@@ -22,8 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlenv.text.scores import SCORES
+
 RewardFn = Callable[[list[str], list[str]], Any]
-REWARD_NAMES = ("sentiment", "length", "token_count:<token>", "model:<dir>")
+REWARD_NAMES = (*SCORES, "length", "token_count:<token>", "model:<dir>")
 
 
 def validate_scores(scores: Any, num_completions: int) -> np.ndarray:
@@ -74,20 +78,6 @@ def _format_number(item: Any) -> str:
     return repr(item.item() if isinstance(item, np.generic) else item)
 
 
-class SentimentReward:
-    """VADER compound sentiment of each completion, in [-1, 1] (the prompt is ignored)."""
-
-    def __init__(self) -> None:
-        self._analyzer: Any = None
-
-    def __call__(self, prompts: list[str], completions: list[str]) -> list[float]:
-        if self._analyzer is None:
-            from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-            self._analyzer = SentimentIntensityAnalyzer()
-        return [float(self._analyzer.polarity_scores(text)["compound"]) for text in completions]
-
-
 class LengthReward:
     """Number of whitespace-separated words of each completion."""
 
@@ -118,8 +108,8 @@ def make_reward_fn(spec: str | RewardFn, tokenizer: Any = None) -> RewardFn:
         return spec
     if not isinstance(spec, str):
         raise TypeError(f"reward_fn must be a callable or a name, got {spec!r} ({type(spec).__name__})")
-    if spec == "sentiment":
-        return SentimentReward()
+    if spec in SCORES:
+        return SCORES[spec]
     if spec == "length":
         return LengthReward()
     name, _, argument = spec.partition(":")
