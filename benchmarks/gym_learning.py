@@ -1,6 +1,6 @@
 """Train PPO and DQN on any Gymnasium env with the defaults for generic envs (env=gym), several seeds.
 
-    python -m benchmarks.gym_learning                                   # CartPole-v1, ppo + qlearning, seeds 0 1 2
+    python -m benchmarks.gym_learning              # CartPole-v1, ppo and qlearning, seeds 0 1 2
     python -m benchmarks.gym_learning --env Acrobot-v1 --agents ppo --steps 200000 -- agent.entropy_coef=0
 
 Each run is ``python -m agents.train env=gym env.id=<env> agent=<agent> seed=<s>
@@ -85,7 +85,8 @@ def main() -> None:
         spread = statistics.pstdev(means) if len(means) > 1 else 0.0
         verdict = "met" if mean >= args.target else "NOT met"
         print(
-            f"{agent:<12} mean over {len(means)} seeds {mean:7.1f} ± {spread:5.1f}  target {args.target}: {verdict}"
+            f"{agent:<12} mean over {len(means)} seeds {mean:7.1f} ± {spread:5.1f}, "
+            f"target {args.target}: {verdict}"
         )
 
 
