@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
+from agents.schema import register_configs
+
 if TYPE_CHECKING:
     import torch
 
@@ -21,6 +23,7 @@ def _num_updates(total_env_steps: float, num_envs: int, rollout_steps: int) -> i
 
 
 OmegaConf.register_new_resolver("num_updates", _num_updates, replace=True)
+register_configs()
 
 
 def load_agent(path: str | Path, device: str | torch.device | None = None) -> Agent:

@@ -31,6 +31,7 @@ from agents.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_r
 from agents.compat import IncompatiblePairError, check_pair
 from agents.evaluate import evaluate_agent, format_table
 from agents.rollout import RolloutCollector
+from agents.schema import check_config
 from agents.spaces import space_to_json
 from rlenv.logger import NullLogger, flatten
 
@@ -207,6 +208,7 @@ def resume_config(cfg: DictConfig) -> DictConfig:
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train, checkpoint and evaluate as ``cfg`` says; returns the final metrics."""
     run_dir = Path(run_dir)
+    check_config(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = resume_config(cfg)
     if cfg.train.torch_threads:

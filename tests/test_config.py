@@ -92,3 +92,48 @@ def test_evaluate_config_composes():
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="evaluate", overrides=["run=somewhere"])
     assert cfg.run == "somewhere"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.checkpoint_every=0"], r"train.checkpoint_every=0 must be >= 1"),
+        (["agent.max_grad_norm=-1"], r"agent.max_grad_norm=-1.0 must be > 0 or null \(no clipping\)"),
+        (["agent.gamma=1.5"], r"agent.gamma=1.5 must be in \[0, 1\]"),
+        (["agent=qlearning", "agent.loss=l1"], r"agent.loss='l1' must be one of \['huber', 'mse'\]"),
+        (["agent=qlearning_tabular", "agent.step_size=sometimes"], r"agent.step_size='sometimes'"),
+        (["env.evaluation.episodes=0"], r"env.evaluation.episodes=0 must be >= 1"),
+    ],
+)
+def test_a_value_out_of_range_names_its_key(tmp_path, overrides, message):
+    from agents.schema import ConfigError
+    from agents.train import run
+
+    cfg = compose_config(["env=tictactoe", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before the run directory is made
+
+
+def test_a_value_of_the_wrong_type_names_its_key():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config(["train.total_env_steps=abc"])
+    assert "train.total_env_steps" in str(error.value.__cause__)
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config(["agent.num_epochs=four"])
+    assert "agent.num_epochs" in str(error.value.__cause__)
+
+
+def test_rlenv_never_imports_agents():
+    root = Path(conf.__file__).parent.parent / "rlenv"
+    offenders = [
+        str(path.relative_to(root.parent))
+        for path in root.rglob("*.py")
+        if any(
+            line.strip().startswith(("import agents", "from agents"))
+            for line in path.read_text().splitlines()
+        )
+    ]
+    assert offenders == []
