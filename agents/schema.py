@@ -15,12 +15,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-Check = Callable[[Any], Optional[str]]
+Check = Callable[[Any], str | None]
 
 
 class ConfigError(ValueError):
@@ -81,7 +81,7 @@ class TrainConfig:
     self_play_every: int = checked(10, at_least(1))
     samples_every: int = checked(10, at_least(0))
     num_samples: int = checked(4, at_least(0))
-    torch_threads: Optional[int] = checked(None, optional(at_least(1), "torch's default"))
+    torch_threads: int | None = checked(None, optional(at_least(1), "torch's default"))
     progress: bool = True
 
 
@@ -160,8 +160,8 @@ class PPOConfig:
     num_epochs: int = checked(check=at_least(1))
     num_minibatches: int = checked(check=at_least(1))
     normalize_advantages: bool = True
-    max_grad_norm: Optional[float] = checked(None, optional(positive, "no clipping"))
-    target_kl: Optional[float] = checked(None, optional(positive, "no early stop"))
+    max_grad_norm: float | None = checked(None, optional(positive, "no clipping"))
+    target_kl: float | None = checked(None, optional(positive, "no early stop"))
     kl: Any = None
     whiten_rewards: bool = False
     bootstrap_truncated: bool = True
@@ -195,7 +195,7 @@ class DQNConfig(EpsilonGreedyConfig):
     target_update_interval: int = checked(check=at_least(1))
     tau: float = checked(0.005, unit_interval)
     double_q: bool = True
-    max_grad_norm: Optional[float] = checked(None, optional(positive, "no clipping"))
+    max_grad_norm: float | None = checked(None, optional(positive, "no clipping"))
     loss: str = checked("huber", one_of("huber", "mse"))
     store_action_masks: bool = True
 
