@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
-from agents.schema import register_configs
+from agents.run.schema import register_configs
 
 if TYPE_CHECKING:
     import torch
 
-    from agents.base import Agent
+    from agents.core.base import Agent
 
 __all__ = ["load_agent"]
 
@@ -40,8 +40,8 @@ def load_agent(path: str | Path, device: str | torch.device | None = None) -> Ag
     import torch
     from hydra.utils import instantiate
 
-    from agents.checkpoint import load_checkpoint
-    from agents.spaces import space_from_json
+    from agents.core.spaces import space_from_json
+    from agents.run.checkpoint import load_checkpoint
 
     state, meta = load_checkpoint(path)
     agent_cfg: dict[str, Any] = dict(meta["agent_config"])

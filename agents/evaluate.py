@@ -22,8 +22,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from agents.base import Agent
-from agents.rollout import action_mask_from_info, as_observation, as_tensor
+from agents.collect.collector import action_mask_from_info, as_observation, as_tensor
+from agents.core.base import Agent
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def format_table(results: dict[str, float], title: str = "") -> str:
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from agents import load_agent
-    from agents.checkpoint import load_checkpoint
+    from agents.run.checkpoint import load_checkpoint
     from agents.train import resolve_device
 
     device = resolve_device(cfg.device)

@@ -26,13 +26,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from agents.base import Agent
-from agents.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_latest
-from agents.compat import IncompatiblePairError, check_pair
+from agents.collect.collector import RolloutCollector
+from agents.core.base import Agent
+from agents.core.spaces import space_to_json
 from agents.evaluate import evaluate_agent, format_table
-from agents.rollout import RolloutCollector
-from agents.schema import check_config
-from agents.spaces import space_to_json
+from agents.run.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_latest
+from agents.run.compat import IncompatiblePairError, check_pair
+from agents.run.schema import check_config
 from rlenv.logger import NullLogger, flatten
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def build(cfg: DictConfig, device: torch.device, **env_overrides: Any) -> tuple[
     """The vector env (``cfg.env.vector`` with ``env_overrides``) and the agent, built from its spaces.
 
     The agent's and its network's needs are checked against the env's spaces before the agent
-    is built (:func:`agents.compat.check_pair`).
+    is built (:func:`agents.run.compat.check_pair`).
     """
     env = instantiate(cfg.env.vector, device=str(device), **env_overrides)
     try:

@@ -25,8 +25,8 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from agents.lm import LMActorCritic
-from agents.lm_core import unique_parameter_bytes
+from agents.networks.lm import LMActorCritic
+from agents.networks.lm_core import unique_parameter_bytes
 from rlenv.text.models import load_causal_lm
 
 MIN_PROMPT, MAX_PROMPT = 8, 24

@@ -32,7 +32,7 @@ LIMITS = {"random_as_x": 99.48, "random_as_o": 91.64, "perfect_as_x": 0.0, "perf
 
 
 @torch.no_grad()
-def policy_mistakes(agent: agents.base.Agent, agent_mark: int) -> tuple[int, int]:
+def policy_mistakes(agent: agents.core.base.Agent, agent_mark: int) -> tuple[int, int]:
     """(mistakes, decisions): agent positions reachable against *any* opponent play, and how many
     of them the deterministic policy answers with a move of lower minimax value than the best."""
     frontier = rules.empty_boards(1, "cpu")

@@ -10,7 +10,8 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from agents.checkpoint import (
+from agents.core.spaces import space_from_json, space_to_json
+from agents.run.checkpoint import (
     load_checkpoint,
     resolve_checkpoint,
     rng_state,
@@ -18,7 +19,6 @@ from agents.checkpoint import (
     set_rng_state,
     write_latest,
 )
-from agents.spaces import space_from_json, space_to_json
 
 
 def test_nested_state_round_trip(tmp_path):

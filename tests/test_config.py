@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 
 import agents  # noqa: F401  (registers the config resolvers)
 import conf
-from agents.compat import IncompatiblePairError
+from agents.run.compat import IncompatiblePairError
 from agents.train import build
 
 CONF_DIR = str(Path(conf.__file__).parent)
@@ -56,7 +56,7 @@ def test_every_pair_composes(env, agent):
 
 
 def test_the_network_follows_the_env_unless_chosen():
-    assert compose_config(["env=text"]).network.actor_critic._target_ == "agents.lm.LMActorCritic"
+    assert compose_config(["env=text"]).network.actor_critic._target_ == "agents.networks.lm.LMActorCritic"
     assert compose_config(["env=gym"]).network.q._target_ == "agents.networks.QNetworkMLP"
     chosen = compose_config(["env=text", "network=mlp"])
     assert chosen.network.actor_critic._target_ == "agents.networks.ActorCriticMLP"
@@ -106,7 +106,7 @@ def test_evaluate_config_composes():
     ],
 )
 def test_a_value_out_of_range_names_its_key(tmp_path, overrides, message):
-    from agents.schema import ConfigError
+    from agents.run.schema import ConfigError
     from agents.train import run
 
     cfg = compose_config(["env=tictactoe", *overrides])

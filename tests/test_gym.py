@@ -16,8 +16,8 @@ from gymnasium.vector import AutoresetMode
 from omegaconf import OmegaConf
 
 from agents import train
-from agents.base import PolicyStep, Rollout
-from agents.rollout import RolloutCollector
+from agents.collect.collector import RolloutCollector
+from agents.core.base import PolicyStep, Rollout
 from rlenv.gym_vector import make_vector_env
 from tests.test_config import compose_config
 

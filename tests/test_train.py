@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import agents
-import agents.checkpoint
+import agents.run.checkpoint
 from agents import train
 from tests.test_config import compose_config
 
@@ -74,8 +74,8 @@ def test_resume_continues_from_checkpoint(tmp_path):
     resumed = tiny_config("ppo", f"resume={tmp_path / 'a'}", "train.total_env_steps=512")
     metrics = train.run(resumed, tmp_path / "b")
     assert metrics["perf/env_steps"] == 512
-    state_a, _ = agents.checkpoint.load_checkpoint(tmp_path / "a")
-    state_b, _ = agents.checkpoint.load_checkpoint(tmp_path / "b")
+    state_a, _ = agents.run.checkpoint.load_checkpoint(tmp_path / "a")
+    state_b, _ = agents.run.checkpoint.load_checkpoint(tmp_path / "b")
     assert state_b["trainer"]["updates"] == 2 * state_a["trainer"]["updates"]
 
 
@@ -93,7 +93,7 @@ def test_ctrl_c_writes_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(train.RolloutCollector, "collect", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train.run(cfg, tmp_path)
-    state, _ = agents.checkpoint.load_checkpoint(tmp_path)
+    state, _ = agents.run.checkpoint.load_checkpoint(tmp_path)
     assert state["trainer"]["updates"] == 1
 
 

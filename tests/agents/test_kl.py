@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from agents.kl import AdaptiveKLController, FixedKLController, kl_penalized_rewards, whiten_rewards
+from agents.ppo.kl import AdaptiveKLController, FixedKLController, kl_penalized_rewards, whiten_rewards
 
 torch.set_num_threads(1)
 

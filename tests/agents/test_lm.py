@@ -8,8 +8,8 @@ import torch
 from gymnasium import spaces
 from torch.testing import assert_close
 
-from agents.lm import LMActorCritic, LMQNetwork
-from agents.lm_core import unique_parameter_bytes
+from agents.networks.lm import LMActorCritic, LMQNetwork
+from agents.networks.lm_core import unique_parameter_bytes
 from rlenv.text.models import tiny_causal_lm
 from rlenv.text.tokens import push_tokens
 

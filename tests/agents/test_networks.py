@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from agents.networks import ActorCriticMLP, QNetworkMLP, flatten_observations, mlp
+from agents.networks.mlp import ActorCriticMLP, QNetworkMLP, flatten_observations, mlp
 
 torch.set_num_threads(1)
 

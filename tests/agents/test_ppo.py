@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from agents.base import Agent, Rollout
-from agents.networks import ActorCriticMLP
-from agents.ppo import PPOAgent, logit_spread, ppo_loss
+from agents.core.base import Agent, Rollout
+from agents.networks.mlp import ActorCriticMLP
+from agents.ppo.agent import PPOAgent, logit_spread, ppo_loss
 
 torch.set_num_threads(1)
 

@@ -9,16 +9,16 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from agents.base import Rollout
-from agents.networks import QNetworkMLP
-from agents.qlearning import (
+from agents.core.base import Rollout
+from agents.dqn.agent import (
     DQNAgent,
     linear_epsilon,
     next_state_values,
     polyak_update,
     td_targets,
 )
-from agents.tabular import StateIndexer, TabularQAgent
+from agents.dqn.tabular import StateIndexer, TabularQAgent
+from agents.networks.mlp import QNetworkMLP
 from rlenv.tictactoe.opponents import PerfectOpponent, move_values
 from rlenv.tictactoe.vector_env import TicTacToeVectorEnv
 

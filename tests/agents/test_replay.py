@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.base import Rollout
-from agents.replay import ReplayBatch, ReplayBuffer, flatten_rollout
+from agents.core.base import Rollout
+from agents.core.replay import ReplayBatch, ReplayBuffer, flatten_rollout
 
 torch.set_num_threads(1)
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from agents.base import Rollout
-from agents.tabular import TabularQAgent
+from agents.core.base import Rollout
+from agents.dqn.tabular import TabularQAgent
 
 
 def one_step_rollout(reward: float) -> Rollout:

@@ -9,9 +9,9 @@ import torch
 from torch.testing import assert_close
 
 from agents import train
-from agents.lm import LMQNetwork
-from agents.qlearning import DQNAgent
-from agents.rollout import RolloutCollector
+from agents.collect.collector import RolloutCollector
+from agents.dqn.agent import DQNAgent
+from agents.networks.lm import LMQNetwork
 from rlenv.text import TextGenerationVectorEnv
 from tests.agents.test_text_ppo import PROMPTS, TINY_TEXT
 from tests.test_config import compose_config

@@ -13,13 +13,13 @@ from torch.testing import assert_close
 
 import agents
 from agents import train
-from agents.base import PolicyStep, Rollout
-from agents.checkpoint import load_checkpoint
-from agents.kl import FixedKLController
-from agents.lm import LMActorCritic
-from agents.lm_cache import ContextCache
-from agents.ppo import PPOAgent
-from agents.rollout import RolloutCollector
+from agents.collect.collector import RolloutCollector
+from agents.core.base import PolicyStep, Rollout
+from agents.networks.lm import LMActorCritic
+from agents.networks.lm_cache import ContextCache
+from agents.ppo.agent import PPOAgent
+from agents.ppo.kl import FixedKLController
+from agents.run.checkpoint import load_checkpoint
 from rlenv.text import TextGenerationVectorEnv, tiny_tokenizer
 from rlenv.text.tokens import append_tokens
 from tests.test_config import compose_config

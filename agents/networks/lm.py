@@ -1,11 +1,11 @@
 """Language-model networks for the generic agents: an actor-critic for PPO, a Q-network for DQN.
 
-Both wrap a causal LM (:class:`agents.lm_core.CausalLMCore`: LoRA adapters, the reference
+Both wrap a causal LM (:class:`agents.networks.lm_core.CausalLMCore`: LoRA adapters, the reference
 model = the same base weights with the adapter off) and read the text env's observation,
 ``{"input_ids": (B, W), "attention_mask": (B, W)}`` left-padded with the newest token last.
 
 ``forward(obs)`` with gradients is one full pass per window. Without gradients (acting) it
-runs through the KV cache (:mod:`agents.lm_cache`): a row whose window is the previous
+runs through the KV cache (:mod:`agents.networks.lm_cache`): a row whose window is the previous
 call's window shifted by one token costs one token, an unchanged row costs nothing, other
 rows are re-encoded; the result equals the full pass. The cache is dropped whenever the
 trainable weights have changed since it was filled, and by ``reset_cache()``.
@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from agents.lm_cache import split_observation
-from agents.lm_core import DEFAULT_LORA, CausalLMCore
-from agents.ppo_batches import EpisodeEvaluation
+from agents.core.base import EpisodeEvaluation
+from agents.networks.lm_cache import split_observation
+from agents.networks.lm_core import DEFAULT_LORA, CausalLMCore
 from rlenv.text.tokens import append_tokens, token_log_probs
 
 Observation = Mapping[str, Tensor] | Tensor
@@ -101,7 +101,7 @@ class LMActorCritic(nn.Module):
         model: a name/path for :func:`rlenv.text.models.load_causal_lm` or a loaded causal LM
             (LoRA layers are injected into it in place).
         lora: ``{r, alpha, dropout, target_modules}`` (missing keys take the defaults of
-            ``agents.lm_core.DEFAULT_LORA``) or ``None`` to train all weights (the reference
+            ``agents.networks.lm_core.DEFAULT_LORA``) or ``None`` to train all weights (the reference
             is then a frozen copy: twice the parameter memory).
         value_head_hidden: width of a hidden layer in the value head (``None``: linear).
         dtype: LM parameter dtype (name or dtype; ``None``: float32 / the given model's).

@@ -12,7 +12,7 @@ the batch to evaluate them under the current network. Two layouts exist:
   scores a whole completion in one forward pass this way instead of one pass per token.
 
 Both layouts also give the reference policy's log-probs of the taken actions, for the
-per-step KL penalty (:mod:`agents.kl`), from a network that has a reference:
+per-step KL penalty (:mod:`agents.ppo.kl`), from a network that has a reference:
 ``reference_logits(obs)`` for steps, ``reference_episodes(first_obs, actions, valid)`` for
 episodes.
 """
@@ -20,34 +20,19 @@ episodes.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
-from agents.base import Observation, Rollout, map_observation, masked_logits
-
-
-@dataclass
-class EpisodeEvaluation:
-    """Per-step quantities of a batch of episodes under the current network, time-major.
-
-    Shapes: log_probs, entropies, values (T, B); ``values[t]`` is V(s_t).
-    """
-
-    log_probs: Tensor
-    entropies: Tensor
-    values: Tensor
-
-
-@runtime_checkable
-class EpisodePolicy(Protocol):
-    """A network that scores whole episodes from their first observation and their actions."""
-
-    def evaluate_episodes(self, first_obs: Observation, actions: Tensor, valid: Tensor) -> EpisodeEvaluation:
-        """Shapes: first_obs (B, ...); actions, valid (T, B) -> outputs (T, B)."""
-        ...
+from agents.core.base import (
+    EpisodePolicy,
+    Observation,
+    Rollout,
+    map_observation,
+    masked_logits,
+)
 
 
 class Samples(NamedTuple):
@@ -214,7 +199,7 @@ def _require(network: nn.Module, method: str) -> Any:
     if function is None:
         raise TypeError(
             f"the KL penalty needs a network with a reference policy ({method}); "
-            f"{type(network).__name__} has none (e.g. agents.lm.LMActorCritic has one; set agent.kl=null)"
+            f"{type(network).__name__} has none (agents.networks.LMActorCritic has one; or set agent.kl=null)"
         )
     return function
 

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.base import Rollout
-from agents.qlearning import _EpsilonGreedyAgent, next_state_values, td_targets
-from agents.replay import flatten_rollout
+from agents.core.base import Rollout
+from agents.core.replay import flatten_rollout
+from agents.dqn.agent import _EpsilonGreedyAgent, next_state_values, td_targets
 
 
 class StateIndexer:

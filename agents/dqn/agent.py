@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.base import PolicyStep, Rollout, batch_size, masked_logits, move_observation
-from agents.replay import ReplayBatch, ReplayBuffer, flatten_rollout
+from agents.core.base import PolicyStep, Rollout, batch_size, masked_logits, move_observation
+from agents.core.replay import ReplayBatch, ReplayBuffer, flatten_rollout
 
 NetworkFactory = Callable[[gymnasium.Space, gymnasium.Space], nn.Module]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -220,7 +220,7 @@ class DQNAgent(_EpsilonGreedyAgent):
     takes ``gradient_steps`` steps on minibatches of ``batch_size``. The target network is
     refreshed every ``target_update_interval`` gradient steps: copied (``"hard"``) or moved
     by ``tau`` toward the online network (``"polyak"``). The replay buffer is part of
-    :meth:`state_dict` (see :mod:`agents.replay` for its size); set
+    :meth:`state_dict` (see :mod:`agents.core.replay` for its size); set
     ``store_action_masks=False`` when every action is always legal to leave masks out.
     """
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from agents.lm_cache import ContextCache, split_observation
+from agents.networks.lm_cache import ContextCache, split_observation
 from rlenv.text.tokens import first_attended_column, position_ids
 
 DEFAULT_LORA: Mapping[str, Any] = MappingProxyType(

@@ -123,6 +123,27 @@ class Rollout:
         return type(self)(**moved)
 
 
+@dataclass
+class EpisodeEvaluation:
+    """Per-step quantities of a batch of episodes under the current network, time-major.
+
+    Shapes: log_probs, entropies, values (T, B); ``values[t]`` is V(s_t).
+    """
+
+    log_probs: Tensor
+    entropies: Tensor
+    values: Tensor
+
+
+@runtime_checkable
+class EpisodePolicy(Protocol):
+    """A network that scores whole episodes from their first observation and their actions."""
+
+    def evaluate_episodes(self, first_obs: Observation, actions: Tensor, valid: Tensor) -> EpisodeEvaluation:
+        """Shapes: first_obs (B, ...); actions, valid (T, B) -> outputs (T, B)."""
+        ...
+
+
 @runtime_checkable
 class Agent(Protocol):
     """What every learning algorithm in ``agents/`` provides.

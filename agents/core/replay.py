@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from agents.base import Observation, Rollout, map_observation
+from agents.core.base import Observation, Rollout, map_observation
 
 
 @dataclass

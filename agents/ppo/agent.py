@@ -9,7 +9,7 @@ The objective is the one in the seed, ``L = L_policy + c1 * L_value + c2 * L_ent
 
 ``ppo_loss`` computes the terms as a pure function; :class:`PPOAgent` collects nothing
 itself: it acts for the training loop, and :meth:`PPOAgent.learn` turns a time-major
-:class:`~agents.base.Rollout` into advantages (``agents.gae.gae``) and then runs
+:class:`~agents.core.base.Rollout` into advantages (``agents.gae.gae``) and then runs
 ``num_epochs`` passes of ``num_minibatches`` gradient steps over the flattened samples.
 
 Network contract: ``network(observation_space, action_space)`` builds a module whose
@@ -30,11 +30,11 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
-from agents.base import Observation, PolicyStep, Rollout, map_observation
+from agents.core.base import Observation, PolicyStep, Rollout, map_observation
 from agents.gae import gae
-from agents.kl import KLController, kl_penalized_rewards, whiten_rewards
-from agents.networks import ActorCriticMLP
-from agents.ppo_batches import EpisodeBatch, StepBatch, batch_layout, policy_outputs
+from agents.networks.mlp import ActorCriticMLP
+from agents.ppo.batches import EpisodeBatch, StepBatch, batch_layout, policy_outputs
+from agents.ppo.kl import KLController, kl_penalized_rewards, whiten_rewards
 
 NetworkFactory = Callable[[gymnasium.Space, gymnasium.Space], nn.Module]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -106,7 +106,7 @@ def logit_spread(logits: Tensor, action_mask: Tensor | None = None) -> Tensor:
     is nearly deterministic (its gradient with respect to a logit is ``-p (log p + H)``,
     which vanishes with ``p``).
 
-    Illegal entries are ignored, so masked logits (:func:`agents.base.masked_logits`) do too.
+    Illegal entries are ignored, so masked logits (:func:`agents.core.base.masked_logits`) do too.
 
     Shapes: ``logits`` (B, A), ``action_mask`` (B, A) nonzero = legal -> scalar.
     """
@@ -165,7 +165,7 @@ def _check_settings(
 
 
 class PPOAgent:
-    """PPO for discrete (maskable) actions; implements the :class:`~agents.base.Agent` protocol.
+    """PPO for discrete (maskable) actions; implements the :class:`~agents.core.base.Agent` protocol.
 
     Args:
         observation_space, action_space: the env's single spaces.
@@ -187,7 +187,7 @@ class PPOAgent:
         target_kl: stop the update at the first minibatch whose approximate KL exceeds it,
             before its gradient step (``diag/epochs_run`` counts the epochs begun).
         lr_schedule: factory ``optimizer -> LRScheduler``, stepped once per :meth:`learn`.
-        kl: a KL controller (:mod:`agents.kl`): each valid step is rewarded
+        kl: a KL controller (:mod:`agents.ppo.kl`): each valid step is rewarded
             ``-coef * (log pi(a|s) - log pi_ref(a|s))`` against the network's frozen reference
             policy, and the controller adapts ``coef`` after every update. ``None``: no penalty.
         whiten_rewards: divide the (penalised) step rewards by their standard deviation over
@@ -198,7 +198,7 @@ class PPOAgent:
 
     Batches: whole episodes when the rollout holds them and the network has
     ``evaluate_episodes`` (one call per minibatch of episodes), else single steps
-    (:mod:`agents.ppo_batches`). Only parameters with ``requires_grad`` reach the optimizer.
+    (:mod:`agents.ppo.batches`). Only parameters with ``requires_grad`` reach the optimizer.
     """
 
     def __init__(

@@ -11,7 +11,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import Tensor
 
-from agents.base import Agent, Observation, Rollout, map_observation
+from agents.core.base import Agent, Observation, Rollout, map_observation
 
 
 @dataclass

@@ -181,9 +181,9 @@ class EpsilonGreedyConfig:
 
 @dataclass
 class DQNConfig(EpsilonGreedyConfig):
-    """:class:`agents.qlearning.DQNAgent` (``agent=qlearning``); see its docstring for each argument."""
+    """:class:`agents.dqn.agent.DQNAgent` (``agent=qlearning``); see its docstring for each argument."""
 
-    _target_: str = "agents.qlearning.DQNAgent"
+    _target_: str = "agents.dqn.agent.DQNAgent"
     network: Any = MISSING
     optimizer: Any = MISSING
     buffer_size: int = checked(check=at_least(1))
@@ -202,9 +202,9 @@ class DQNConfig(EpsilonGreedyConfig):
 
 @dataclass
 class TabularQConfig(EpsilonGreedyConfig):
-    """:class:`agents.tabular.TabularQAgent` (``agent=qlearning_tabular``); see its docstring."""
+    """:class:`agents.dqn.tabular.TabularQAgent` (``agent=qlearning_tabular``); see its docstring."""
 
-    _target_: str = "agents.tabular.TabularQAgent"
+    _target_: str = "agents.dqn.tabular.TabularQAgent"
     learning_rate: float = checked(check=unit_interval)
     step_size: str = checked("constant", one_of("constant", "visits"))
     min_learning_rate: float = checked(0.0, unit_interval)

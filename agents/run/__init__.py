@@ -1,0 +1,1 @@
+"""Running agents: checkpoints (no code on load), typed configs, env x agent compatibility checks."""
