@@ -210,6 +210,7 @@ def evaluate_policy(
     core: Any, tokenizer: Any, prompts: list[str], reward: ScoreFn, labeler: ScoreFn, settings: DictConfig
 ) -> PolicyReport:
     """Sample one completion per prompt from the policy and score it (see the module docstring)."""
+    from agents.ppo.kl import token_kl
     from rlenv.feedback.generate import response_log_probs, sample_completions
     from rlenv.reward.scoring import as_array
 
@@ -226,7 +227,8 @@ def evaluate_policy(
     for batch in batches:
         log_probs = response_log_probs(policy, batch)
         with core.using(reference=True) as reference:
-            kls.append((log_probs - response_log_probs(reference, batch)).sum(dim=1))
+            reference_log_probs = response_log_probs(reference, batch)
+        kls.append(token_kl(log_probs, reference_log_probs, batch.response_mask).sum(dim=1))
         lengths.append(batch.lengths.float())
         completions += batch.completions
     return PolicyReport(

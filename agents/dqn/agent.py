@@ -1,10 +1,10 @@
-"""Q-learning agents: DQN (a Q-network with replay and a target network) and tabular Q-learning.
+"""Deep Q-learning: a Q-network with replay and a target network, and the acting and TD
+functions it shares with tabular Q-learning (:mod:`agents.dqn.tabular`).
 
-Both agents only see observation tensors and legal-action masks; they never know which
-environment produced them. :class:`DQNAgent` takes any network that maps a batch of
-observations (B, ...) to Q-values (B, A), so the same agent runs on a small MLP over a board
-or on a language model whose head scores the vocabulary. :class:`TabularQAgent` indexes a
-table by the observation itself and suits small discrete observation spaces.
+:class:`DQNAgent` only sees observations (tensors or dicts of tensors) and legal-action masks;
+it never knows which environment produced them. It takes any network that maps a batch of
+observations (B, ...) to Q-values (B, A), so the same agent runs on a small MLP over a board or
+on a language model whose head scores the vocabulary.
 
 Exploration is epsilon-greedy over legal actions only, with epsilon decaying linearly over
 the env steps seen by :meth:`learn`. Targets bootstrap unless a step *terminated*; a
@@ -212,16 +212,39 @@ class DQNAgent(_EpsilonGreedyAgent):
     """Deep Q-learning with experience replay, a target network and (by default) double Q.
 
     ``network(observation_space, action_space)`` builds the online Q-network (an already built
-    ``nn.Module`` is accepted too); the target network is a deep copy of it, so a large model
-    is held twice. ``optimizer(params)`` builds the optimizer over its trainable parameters.
+    ``nn.Module`` is accepted too); the target network is a deep copy of it. A network with
+    frozen weights shares them with its copy (the LM networks do: only the LoRA adapters and
+    the head are copied, so the base model is held once); any other network is held twice.
+    ``optimizer(params)`` builds the optimizer over its trainable parameters.
 
-    Each :meth:`learn` call pushes the rollout's T*B transitions into the replay buffer and,
+    Each :meth:`learn` call pushes the rollout's valid transitions into the replay buffer and,
     once ``learning_starts`` env steps have been seen, on every ``train_frequency``-th call
-    takes ``gradient_steps`` steps on minibatches of ``batch_size``. The target network is
-    refreshed every ``target_update_interval`` gradient steps: copied (``"hard"``) or moved
-    by ``tau`` toward the online network (``"polyak"``). The replay buffer is part of
-    :meth:`state_dict` (see :mod:`agents.core.replay` for its size); set
-    ``store_action_masks=False`` when every action is always legal to leave masks out.
+    takes ``gradient_steps`` steps on minibatches of ``batch_size``. The replay buffer is part
+    of :meth:`state_dict` (see :mod:`agents.core.replay` for its size).
+
+    Args:
+        observation_space, action_space: the env's single spaces (``Discrete`` actions from 0).
+        network: factory ``(observation_space, action_space) -> module`` with
+            ``forward(obs) -> q (B, A)``, or a built module.
+        optimizer: factory ``params -> torch.optim.Optimizer``.
+        device: where the networks, the replay buffer and learning live.
+        rollout_steps: env steps per env collected before each :meth:`learn` call.
+        gamma: discount in [0, 1].
+        buffer_size: replay capacity in transitions (oldest overwritten first).
+        batch_size: transitions per gradient step.
+        learning_starts: env steps seen before the first gradient step.
+        train_frequency: :meth:`learn` calls between gradient phases.
+        gradient_steps: gradient steps per phase (0: never learn).
+        target_update: ``"hard"`` (copy) or ``"polyak"`` (move by ``tau``).
+        target_update_interval: gradient steps between target updates.
+        tau: Polyak rate in (0, 1].
+        double_q: bootstrap with the target network's value of the online network's choice.
+        epsilon_start, epsilon_end, epsilon_decay_steps: exploration rate, linear in env steps.
+        max_grad_norm: clip the gradient norm (``None``: no clip).
+        loss: ``"huber"`` or ``"mse"`` TD loss.
+        store_action_masks: keep legal-action masks in replay (when the env reports them);
+            ``False`` for vocabulary-sized action spaces where every action is always legal.
+        generator: the RNG of exploration and replay sampling (``None``: torch's global RNG).
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """Proximal Policy Optimization with a clipped surrogate, GAE and action masks.
 
-The objective is the one in the seed, ``L = L_policy + c1 * L_value + c2 * L_entropy``:
+The objective is ``L = L_policy + c1 * L_value + c2 * L_entropy`` (Schulman et al. 2017):
 
 * ``L_policy = mean(max(-A * r, -A * clip(r, 1 - eps, 1 + eps)))`` with the probability
   ratio ``r = pi_new(a|s) / pi_old(a|s)``: the clip is the trust region;

@@ -103,6 +103,15 @@ class PenalizedRewards:
         return (self.kl * valid).sum(0)
 
 
+def token_kl(log_probs: Tensor, reference_log_probs: Tensor, valid: Tensor) -> Tensor:
+    """The per-token KL sample ``log pi(a|s) - log pi_ref(a|s)`` of the sampled tokens, 0 where not valid.
+
+    The one KL estimator of the project: the training penalty and the evaluation's "KL to the
+    reference" both sum it over a completion's tokens. Shapes: all the same, e.g. (T, B).
+    """
+    return torch.where(valid.bool(), log_probs.float() - reference_log_probs.float(), 0.0)
+
+
 def kl_penalized_rewards(
     scores: Tensor, log_probs: Tensor, reference_log_probs: Tensor, valid: Tensor, coef: float
 ) -> PenalizedRewards:
@@ -119,7 +128,7 @@ def kl_penalized_rewards(
         coef: beta; 0 leaves the scores unchanged.
     """
     valid = valid.bool()
-    kl = torch.where(valid, log_probs.float() - reference_log_probs.float(), 0.0)
+    kl = token_kl(log_probs, reference_log_probs, valid)
     rewards = torch.where(valid, scores.float(), 0.0) - coef * kl
     return PenalizedRewards(rewards=rewards, kl=kl)
 

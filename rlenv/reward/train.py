@@ -293,7 +293,7 @@ class RewardTrainConfig:
     max_length: int = 64
     pooling: str = "completion"
     out_dir: str = "reward_model"
-    epochs: int = 3
+    epochs: int = 4
     batch_size: int = 16
     lr: float = 2e-4
     weight_decay: float = 0.01
@@ -301,7 +301,7 @@ class RewardTrainConfig:
     max_grad_norm: float = 1.0
     trainable_layers: int | None = 4
     cache_features: bool = True
-    val_fraction: float = 0.1
+    val_fraction: float = 0.15
     seed: int = 0
     flagged_policy: str = "last"
     min_agreement: float | None = None

@@ -155,8 +155,10 @@ def test_yaml_defaults_match_the_config_dataclass() -> None:
 
     from omegaconf import OmegaConf
 
-    yaml = OmegaConf.load(Path(__file__).parents[2] / "conf" / "reward_train.yaml")
-    del yaml["hydra"]
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(__file__).parents[2] / "conf"), version_base="1.3"):
+        yaml = compose(config_name="reward_train")
     assert OmegaConf.to_container(yaml) == asdict(RewardTrainConfig())
 
 
