@@ -153,9 +153,8 @@ def test_training_calibrates_scores_and_freezes_lower_layers(tmp_path: Path) -> 
 def test_yaml_defaults_match_the_config_dataclass() -> None:
     from dataclasses import asdict
 
-    from omegaconf import OmegaConf
-
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(Path(__file__).parents[2] / "conf"), version_base="1.3"):
         yaml = compose(config_name="reward_train")
