@@ -130,6 +130,7 @@ class _EpsilonGreedyAgent:
         self.epsilon_end = epsilon_end
         self.epsilon_decay_steps = epsilon_decay_steps
         self.generator = generator
+        self.temperature: float | None = None  # Boltzmann exploration (DQNAgent's option)
         self.env_steps = 0
 
     @staticmethod
@@ -163,16 +164,21 @@ class _EpsilonGreedyAgent:
 
     @torch.no_grad()
     def act(self, obs: Tensor, action_mask: Tensor | None = None, deterministic: bool = False) -> Tensor:
-        """Greedy legal actions if ``deterministic``, else epsilon-greedy at the current epsilon.
+        """Greedy legal actions if ``deterministic``, else epsilon-greedy at the current epsilon
+        (around Boltzmann samples instead of the greedy action when ``temperature`` is set).
 
         Shapes: obs (B, ...); action_mask (B, A) bool or int, nonzero = legal -> (B,) int64.
         """
         obs = move_observation(obs, self.device)
         mask = self._checked_mask(action_mask, batch_size(obs))
-        greedy = masked_argmax(self._q_values(obs).float(), mask)
+        q_values = self._q_values(obs).float()
+        greedy = masked_argmax(q_values, mask)
         if deterministic:
             return greedy
         batch = int(greedy.shape[0])
+        if self.temperature is not None:  # Boltzmann: a Gumbel-max sample of softmax(Q / temperature)
+            gumbel = -torch.log(-torch.log(self._uniform((batch, self.num_actions)).clamp(1e-20, 1.0 - 1e-7)))
+            greedy = masked_argmax(q_values / self.temperature + gumbel, mask)
         scores = self._uniform((batch, self.num_actions))
         if mask is not None:
             scores = scores.masked_fill(~mask, -1.0)
@@ -244,6 +250,9 @@ class DQNAgent(_EpsilonGreedyAgent):
         loss: ``"huber"`` or ``"mse"`` TD loss.
         store_action_masks: keep legal-action masks in replay (when the env reports them);
             ``False`` for vocabulary-sized action spaces where every action is always legal.
+        temperature: Boltzmann exploration: the non-random actions are sampled from
+            ``softmax(Q / temperature)`` over legal actions instead of taken greedily (``None``:
+            greedy; epsilon still mixes in uniformly random legal actions).
         generator: the RNG of exploration and replay sampling (``None``: torch's global RNG).
     """
 
@@ -272,6 +281,7 @@ class DQNAgent(_EpsilonGreedyAgent):
         max_grad_norm: float | None = 10.0,
         loss: Literal["huber", "mse"] = "huber",
         store_action_masks: bool = True,
+        temperature: float | None = None,
         generator: torch.Generator | None = None,
     ):
         super().__init__(
@@ -284,6 +294,9 @@ class DQNAgent(_EpsilonGreedyAgent):
                 f"batch_size={batch_size}, train_frequency={train_frequency} and target_update_interval="
                 f"{target_update_interval} must be >= 1, gradient_steps={gradient_steps} must be >= 0"
             )
+        if temperature is not None and not temperature > 0:
+            raise ValueError(f"temperature must be positive or null (epsilon-greedy only), got {temperature}")
+        self.temperature = None if temperature is None else float(temperature)
         self.gamma, self.batch_size, self.learning_starts = gamma, batch_size, learning_starts
         self.train_frequency, self.gradient_steps = train_frequency, gradient_steps
         self.target_update, self.target_update_interval, self.tau = target_update, target_update_interval, tau

@@ -215,11 +215,14 @@ class LMActorCritic(nn.Module):
 
 
 class LMQNetwork(nn.Module):
-    """Q-values over the vocabulary from the LM head: ``q = scale * logits + bias``.
+    """Q-values over the vocabulary from the LM head: ``q = scale * log_softmax(logits) + bias``.
 
-    Starts from the pretrained logits (scale ``logit_scale``, bias 0). With LoRA only the
-    adapters, ``scale`` and the per-token ``bias`` train; a deep copy (the DQN target
-    network) shares the frozen base weights. Arguments as for :class:`LMActorCritic`.
+    Starts from the pretrained model's log-probabilities times ``logit_scale`` (bias 0): the
+    greedy action is the LM's greedy token, the best token's value starts near 0 (the scale
+    of end-of-episode rewards such as a sentiment score), and Boltzmann exploration at
+    ``temperature = logit_scale`` samples exactly as the LM does. With LoRA only the adapters,
+    ``scale`` and the per-token ``bias`` train; a deep copy (the DQN target network) shares
+    the frozen base weights. Arguments as for :class:`LMActorCritic`.
 
     ``forward(obs)`` -> q (B, A), through the KV cache when gradients are off, like the
     actor-critic's.
@@ -244,8 +247,8 @@ class LMQNetwork(nn.Module):
         self.bias = nn.Parameter(torch.zeros(self.core.num_actions, device=device))
 
     def q_values(self, logits: Tensor) -> Tensor:
-        """Shapes: logits (B, A) -> (B, A)."""
-        return self.scale * logits + self.bias
+        """``scale * log_softmax(logits) + bias``. Shapes: logits (B, A) -> (B, A)."""
+        return self.scale * torch.log_softmax(logits.float(), dim=-1) + self.bias
 
     cache_version: int | None = None
 

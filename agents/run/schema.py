@@ -198,6 +198,7 @@ class DQNConfig(EpsilonGreedyConfig):
     max_grad_norm: float | None = checked(None, optional(positive, "no clipping"))
     loss: str = checked("huber", one_of("huber", "mse"))
     store_action_masks: bool = True
+    temperature: float | None = checked(None, optional(positive, "epsilon-greedy only"))
 
 
 @dataclass

@@ -197,10 +197,11 @@ def test_gradients_reach_only_lora_and_value_head():
             assert parameter.grad is None, name
 
 
-def test_q_network_starts_from_logits_and_deepcopy_shares_frozen_base():
-    net = make_net(cls=LMQNetwork)
+def test_q_network_starts_from_log_probs_and_deepcopy_shares_frozen_base():
+    net = make_net(cls=LMQNetwork, logit_scale=0.5)
     obs = left_padded(random_prompts([4, 2]))
-    assert_close(net(obs), make_net()(obs)[0])
+    assert_close(net(obs), 0.5 * torch.log_softmax(make_net()(obs)[0], -1))
+    assert bool((net(obs) <= 0).all())  # the best token's value starts near 0, never above
     trainable = {name for name, p in net.named_parameters() if p.requires_grad}
     assert {"scale", "bias"} <= trainable and all(n in ("scale", "bias") or "lora_" in n for n in trainable)
     acting(net, obs)

@@ -457,3 +457,36 @@ def test_dqn_learns_the_chain_optimum():
         agent.learn(chain.rollout(agent, steps=1))
     expected = torch.tensor([[0.81, 0.9], [0.81, 1.0]])
     torch.testing.assert_close(agent.q_network.table.detach()[:2], expected, atol=0.01, rtol=0)
+
+
+def test_boltzmann_exploration_samples_softmax_of_q_over_legal_actions():
+    space = spaces.Box(0, 1, shape=(1,), dtype=np.float32)
+
+    class FixedQ(torch.nn.Module):
+        def __init__(self, observation_space, action_space):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, obs):
+            return torch.tensor([[0.0, float(np.log(3.0)), 5.0]]).expand(obs.shape[0], 3) + 0 * self.weight
+
+    agent = DQNAgent(
+        space,
+        spaces.Discrete(3),
+        network=FixedQ,
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
+        epsilon_start=0.0,
+        epsilon_end=0.0,
+        temperature=1.0,
+        generator=torch.Generator().manual_seed(0),
+    )
+    obs = torch.zeros(20000, 1)
+    mask = torch.tensor([[True, True, False]]).expand(20000, 3)
+    actions = agent.act(obs, mask)
+    assert not bool((actions == 2).any())  # never a masked action, however high its value
+    assert abs(float((actions == 1).float().mean()) - 0.75) < 0.02  # softmax(0, log 3) = (1/4, 3/4)
+    assert agent.act(obs[:2], mask[:2], deterministic=True).tolist() == [1, 1]
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        DQNAgent(
+            space, spaces.Discrete(3), network=FixedQ, optimizer=torch.optim.SGD, temperature=0.0
+        )
