@@ -30,11 +30,14 @@ log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def play_episodes(
-    agent: Agent, env: Any, episodes: int, seed: int, progress: bool = False
+    agent: Agent, env: Any, episodes: int, seed: int, progress: bool = False, max_steps: int = 100_000
 ) -> dict[str, float]:
     """Play exactly ``episodes`` episodes, an equal quota per env slot.
 
-    Counting the first episodes to finish would over-count short games; quotas do not.
+    Counting the first episodes to finish would over-count short games; quotas do not. After
+    ``max_steps`` vector steps the evaluation stops with the episodes finished so far (an env
+    without a time limit and a policy that never ends an episode would otherwise run forever)
+    and warns; ``episodes`` in the result says how many were played.
     """
     num_envs = env.num_envs
     quota = torch.full((num_envs,), episodes // num_envs, dtype=torch.long)
@@ -47,7 +50,19 @@ def play_episodes(
     returns: list[float] = []
     outcomes: list[int] = []
     bar = tqdm(total=episodes, disable=not progress, leave=False, unit="ep")
+    steps = 0
     while bool((played < quota).any()):
+        if steps >= max_steps:
+            log.warning(
+                "evaluation stopped after %d steps with %d of %d episodes finished; the policy may never "
+                "end an episode (limit episodes with env.vector.max_episode_steps or raise "
+                "env.evaluation.max_steps)",
+                steps,
+                len(returns),
+                episodes,
+            )
+            break
+        steps += 1
         mask = action_mask_from_info(info, "action_mask", num_envs, num_actions, device)
         actions = agent.act(as_observation(obs, device), mask, deterministic=True)
         obs, rewards, terminated, truncated, info = env.step(actions)
@@ -97,7 +112,14 @@ def evaluate_agent(
             env_cfg.vector, num_envs=min(int(evaluation.num_envs), episodes), device=str(device), **kwargs
         )
         try:
-            metrics = play_episodes(agent, env, episodes, seed=seed + index, progress=progress)
+            metrics = play_episodes(
+                agent,
+                env,
+                episodes,
+                seed=seed + index,
+                progress=progress,
+                max_steps=int(evaluation.get("max_steps", 100_000)),
+            )
         finally:
             env.close()
         results |= {f"eval/{setting}/{name}": value for name, value in metrics.items()}

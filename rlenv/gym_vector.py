@@ -19,11 +19,14 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+import functools
+
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
+from gymnasium.wrappers import TimeLimit
 from torch import Tensor
 
 VECTORIZATION_MODES = ("auto", "vector_entry_point", "sync", "async")
@@ -155,6 +158,7 @@ def make_vector_env(
     autoreset_mode: str | None = None,
     device: str | torch.device = "cpu",
     wrappers: list[Any] | None = None,
+    max_episode_steps: int | None = None,
 ) -> gym.vector.VectorEnv:
     """``gymnasium.make_vec(id, num_envs, **kwargs)`` as a :class:`TorchVectorEnv`.
 
@@ -171,6 +175,8 @@ def make_vector_env(
         device: where the returned tensors live. Envs whose own vector form computes in
             torch get ``device`` as a constructor argument when they accept one.
         wrappers: single-env wrappers (classes or callables) for ``sync``/``async`` vectors.
+        max_episode_steps: truncate episodes after this many steps (``None``: the env's
+            registered limit, if any). Envs without any limit can run forever.
     """
     if vectorization_mode not in VECTORIZATION_MODES:
         raise ValueError(
@@ -201,13 +207,25 @@ def make_vector_env(
         if autoreset_mode not in AUTORESET_MODES:
             raise ValueError(f"autoreset_mode={autoreset_mode!r} is not one of {list(AUTORESET_MODES)}")
         vector_kwargs["autoreset_mode"] = AUTORESET_MODES[autoreset_mode]
-    if wrappers:
-        vector_kwargs["wrappers"] = list(wrappers)
+    if max_episode_steps is not None:
+        if int(max_episode_steps) < 1:
+            raise ValueError(f"max_episode_steps must be at least 1 or null, got {max_episode_steps}")
+        if mode == "vector_entry_point":
+            if not _accepts(spec.vector_entry_point, "max_episode_steps"):
+                raise ValueError(
+                    f"the vector entry point of {id} takes no max_episode_steps; use vectorization_mode=sync"
+                )
+            env_kwargs["max_episode_steps"] = int(max_episode_steps)
+        else:
+            wrappers = [*(wrappers or []), functools.partial(TimeLimit, max_episode_steps=int(max_episode_steps))]
+    if wrappers and mode == "vector_entry_point":
+        raise ValueError(f"single-env wrappers need vectorization_mode=sync or async, not {mode}")
     env = gym.make_vec(
         id,
         num_envs=int(num_envs),
         vectorization_mode=mode,
         vector_kwargs=vector_kwargs or None,
+        wrappers=list(wrappers) if wrappers else None,
         **env_kwargs,
     )
     wrapped = TorchVectorEnv(env, device)

@@ -93,10 +93,13 @@ class EvaluationConfig:
         episodes: episodes per setting.
         num_envs: envs stepped together while evaluating.
         settings: setting name -> overrides of the env's vector constructor (``{}``: as trained).
+        max_steps: vector steps per setting after which evaluation stops with the episodes
+            finished so far (a guard against policies that never end an episode).
     """
 
     episodes: int = checked(check=at_least(1))
     num_envs: int = checked(check=at_least(1))
+    max_steps: int = checked(100_000, at_least(1))
     settings: dict[str, Any] = field(default_factory=dict)
 
 
