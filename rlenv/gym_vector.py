@@ -71,14 +71,20 @@ def check_action_space(space: gym.Space, env_id: str = "") -> None:
 class TorchVectorEnv(gym.vector.VectorWrapper):
     """A NumPy vector env seen through torch tensors on ``device``.
 
-    ``step`` takes a (B,) tensor (or array) of action indices, shifted by the action space's
-    ``start``; everything the env returns that is an array, including the entries of
+    The agents choose indices ``0 .. n - 1``: an action space ``Discrete(n, start=s)`` is seen
+    as ``Discrete(n)`` and ``step`` adds ``s`` to the actions. Everything the env returns that is an array, including the entries of
     ``info`` and ``info["final_obs"]``, comes back as a tensor on ``device``.
     """
 
     def __init__(self, env: gym.vector.VectorEnv, device: str | torch.device = "cpu") -> None:
         super().__init__(env)
         self.device = torch.device(device)
+        self.action_start = 0
+        action_space = env.single_action_space
+        if isinstance(action_space, spaces.Discrete) and int(action_space.start) != 0:
+            self.action_start = int(action_space.start)
+            self.single_action_space = spaces.Discrete(int(action_space.n))
+            self.action_space = gym.vector.utils.batch_space(self.single_action_space, env.num_envs)
         self.tuple_observations = isinstance(env.single_observation_space, spaces.Tuple)
         if self.tuple_observations:
             self.single_observation_space = tuple_as_dict(env.single_observation_space)
@@ -96,7 +102,7 @@ class TorchVectorEnv(gym.vector.VectorWrapper):
     def step(self, actions: Any) -> tuple[Any, Tensor, Tensor, Tensor, dict[str, Any]]:
         if isinstance(actions, Tensor):
             actions = actions.detach().cpu().numpy()
-        actions = np.asarray(actions)
+        actions = np.asarray(actions) + self.action_start
         obs, rewards, terminated, truncated, info = self.env.step(actions)
         info = dict(info)
         final_obs = info.get("final_obs")

@@ -203,3 +203,70 @@ def test_the_collector_plays_whole_episodes_in_disabled_mode():
     assert rollout.num_steps == int(lengths.max())  # it stops once every row has ended
     assert torch.equal(rollout.done.sum(0), torch.ones(3, dtype=torch.long))
     env.close()
+
+
+class Corridor(gym.Env):
+    """A corridor without a time limit: only action 1 moves toward the exit at cell 3."""
+
+    metadata = {"render_modes": []}
+    observation_space = spaces.Discrete(4)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, action_start: int = 0) -> None:
+        self.action_space = spaces.Discrete(2, start=action_start)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.cell = 0
+        return self.cell, {}
+
+    def step(self, action: int):
+        assert self.action_space.contains(action), action
+        self.cell = min(self.cell + int(action) - int(self.action_space.start), 3)
+        return self.cell, float(self.cell == 3), self.cell == 3, False, {}
+
+
+gym.register("test/Corridor-v0", entry_point=Corridor)
+
+
+def test_episodes_without_a_time_limit_are_cut_by_max_episode_steps_or_the_evaluation_budget():
+    from agents.evaluate import play_episodes
+
+    stay = FirstLegalAgent(Corridor.observation_space, Corridor.action_space)  # always action 0
+    env = make_vector_env("test/Corridor-v0", num_envs=2, vectorization_mode="sync")
+    result = play_episodes(stay, env, episodes=4, seed=0, max_steps=50)
+    assert result["episodes"] == 0  # stopped by the budget instead of running forever
+    env = make_vector_env("test/Corridor-v0", num_envs=2, vectorization_mode="sync", max_episode_steps=5)
+    result = play_episodes(stay, env, episodes=4, seed=0, max_steps=50)
+    assert result["episodes"] == 4 and result["return_mean"] == 0.0
+    with pytest.raises(ValueError, match="max_episode_steps must be at least 1"):
+        make_vector_env("test/Corridor-v0", num_envs=1, max_episode_steps=0)
+
+
+def test_unknown_ids_and_unsupported_spaces_are_named():
+    with pytest.raises(ValueError, match="env.id='NoSuchEnv-v0' is not a registered Gymnasium env"):
+        make_vector_env("NoSuchEnv-v0")
+    with pytest.raises(ValueError, match="vectorization_mode='threads'"):
+        make_vector_env("CartPole-v1", vectorization_mode="threads")
+
+
+def test_an_action_space_that_does_not_start_at_zero_is_shifted_for_the_agents(tmp_path):
+    env = make_vector_env(
+        "test/Corridor-v0", num_envs=2, kwargs={"action_start": -1}, vectorization_mode="sync"
+    )
+    assert env.single_action_space == spaces.Discrete(2)
+    env.reset(seed=0)
+    obs, rewards, terminated, *_ = env.step(torch.tensor([1, 1]))
+    assert obs.tolist() == [1, 1]
+    cfg = compose_config(
+        [
+            "env=gym",
+            "env.id=test/Corridor-v0",
+            "env.kwargs={action_start: 5}",
+            "agent=qlearning_tabular",
+            *FAST,
+        ]
+    )
+    cfg.train.total_env_steps = 400
+    metrics = train.run(cfg, tmp_path)
+    assert metrics["eval/default/return_mean"] == 1.0  # learned to walk to the exit

@@ -487,6 +487,4 @@ def test_boltzmann_exploration_samples_softmax_of_q_over_legal_actions():
     assert abs(float((actions == 1).float().mean()) - 0.75) < 0.02  # softmax(0, log 3) = (1/4, 3/4)
     assert agent.act(obs[:2], mask[:2], deterministic=True).tolist() == [1, 1]
     with pytest.raises(ValueError, match="temperature must be positive"):
-        DQNAgent(
-            space, spaces.Discrete(3), network=FixedQ, optimizer=torch.optim.SGD, temperature=0.0
-        )
+        DQNAgent(space, spaces.Discrete(3), network=FixedQ, optimizer=torch.optim.SGD, temperature=0.0)
