@@ -15,11 +15,10 @@ refused with an error that names the space.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
-
-import functools
 
 import gymnasium as gym
 import numpy as np
@@ -72,8 +71,9 @@ class TorchVectorEnv(gym.vector.VectorWrapper):
     """A NumPy vector env seen through torch tensors on ``device``.
 
     The agents choose indices ``0 .. n - 1``: an action space ``Discrete(n, start=s)`` is seen
-    as ``Discrete(n)`` and ``step`` adds ``s`` to the actions. Everything the env returns that is an array, including the entries of
-    ``info`` and ``info["final_obs"]``, comes back as a tensor on ``device``.
+    as ``Discrete(n)`` and ``step`` adds ``s`` to the actions. Everything the env returns that
+    is an array, including the entries of ``info`` and ``info["final_obs"]``, comes back as a
+    tensor on ``device``.
     """
 
     def __init__(self, env: gym.vector.VectorEnv, device: str | torch.device = "cpu") -> None:
@@ -223,7 +223,8 @@ def make_vector_env(
                 )
             env_kwargs["max_episode_steps"] = int(max_episode_steps)
         else:
-            wrappers = [*(wrappers or []), functools.partial(TimeLimit, max_episode_steps=int(max_episode_steps))]
+            limit = functools.partial(TimeLimit, max_episode_steps=int(max_episode_steps))
+            wrappers = [*(wrappers or []), limit]
     if wrappers and mode == "vector_entry_point":
         raise ValueError(f"single-env wrappers need vectorization_mode=sync or async, not {mode}")
     env = gym.make_vec(
