@@ -175,17 +175,20 @@ class ObservationEncoder(nn.Module):
         return nn.functional.one_hot(flat - self.low, self.num_classes).flatten(-2).to(dtype)
 
 
+def check_mlp_spaces(observation_space: gymnasium.Space, action_space: gymnasium.Space) -> None:
+    """The MLP networks read any observation :class:`ObservationEncoder` reads and need a
+    ``Discrete`` action space."""
+    check_observation_space(observation_space, "an MLP network")
+    _num_actions(action_space, "an MLP network")
+
+
 class ActorCriticMLP(nn.Module):
     """Policy logits and state values from two MLPs (or one shared torso with two heads).
 
     Shapes: forward(obs (B, *obs_shape)) -> (logits (B, A), values (B,)).
     """
 
-    @staticmethod
-    def check_spaces(observation_space: gymnasium.Space, action_space: gymnasium.Space) -> None:
-        """Any observation :class:`ObservationEncoder` reads; a ``Discrete`` action space."""
-        check_observation_space(observation_space, "an MLP network")
-        _num_actions(action_space, "an MLP network")
+    check_spaces = staticmethod(check_mlp_spaces)
 
     def __init__(
         self,
@@ -222,11 +225,7 @@ class QNetworkMLP(nn.Module):
     Shapes: forward(obs (B, *obs_shape)) -> q (B, A).
     """
 
-    @staticmethod
-    def check_spaces(observation_space: gymnasium.Space, action_space: gymnasium.Space) -> None:
-        """Any observation :class:`ObservationEncoder` reads; a ``Discrete`` action space."""
-        check_observation_space(observation_space, "an MLP network")
-        _num_actions(action_space, "an MLP network")
+    check_spaces = staticmethod(check_mlp_spaces)
 
     def __init__(
         self,
