@@ -98,10 +98,6 @@ class PenalizedRewards:
     rewards: Tensor
     kl: Tensor
 
-    def sequence_kl(self, valid: Tensor) -> Tensor:
-        """Summed KL of each sequence. Shapes: valid (T, B) -> (B,)."""
-        return (self.kl * valid).sum(0)
-
 
 def token_kl(log_probs: Tensor, reference_log_probs: Tensor, valid: Tensor) -> Tensor:
     """The per-token KL sample ``log pi(a|s) - log pi_ref(a|s)`` of the sampled tokens, 0 where not valid.

@@ -61,10 +61,3 @@ SCORES = {
     "sentiment": Score("sentiment", "positivity", vader_compound),
     "toxicity": Score("toxicity", "non-toxicity", non_toxicity),
 }
-
-
-def get_score(name: str) -> Score:
-    """The score registered as ``name``, or a ValueError listing the valid names."""
-    if name not in SCORES:
-        raise ValueError(f"unknown score {name!r}; valid: {sorted(SCORES)}")
-    return SCORES[name]

@@ -24,7 +24,7 @@ def test_rewards_are_kl_penalty_per_token_plus_score_at_the_last_token():
     expected = torch.tensor([[-0.05, 0.0], [0.0, 0.8 + 0.075], [2.0 + 0.2, 0.0]])
     assert_close(penalized.kl, expected_kl)
     assert_close(penalized.rewards, expected)
-    assert_close(penalized.sequence_kl(valid), torch.tensor([-1.5, -0.75]))
+    assert_close(penalized.kl.sum(0), torch.tensor([-1.5, -0.75]))
 
 
 def test_zero_coefficient_leaves_the_scores():
@@ -32,7 +32,7 @@ def test_zero_coefficient_leaves_the_scores():
     valid = torch.ones(2, 1, dtype=torch.bool)
     penalized = kl_penalized_rewards(scores, torch.tensor([[-1.0], [-2.0]]), torch.zeros(2, 1), valid, 0.0)
     assert_close(penalized.rewards, scores)
-    assert penalized.sequence_kl(valid).item() == pytest.approx(-3.0)
+    assert penalized.kl.sum(0).item() == pytest.approx(-3.0)
 
 
 def test_fixed_controller_never_moves():
