@@ -116,7 +116,8 @@ class TicTacToeEnv(gym.Env[np.ndarray, np.int64]):
     - ``agent_plays``: ``"x"`` (default), ``"o"``, or ``"both"`` (X in the first
       episode after a seeded reset, then alternating).
     - ``opponent``: ``"random"`` (default), ``"perfect"``, ``"self_play"``, a mapping of
-      these names to weights (one drawn per episode), or an object with ``act``.
+      these names to weights (one drawn per episode), an object with ``act``, or one name or
+      mapping per role of the agent: ``{"x": "random", "o": {"random": 0.5, "perfect": 0.5}}``.
     - ``illegal_move``: ``"penalize"`` (default) or ``"raise"`` (``ValueError`` naming
       the move and the legal cells; the state is unchanged).
     - ``render_mode``: ``None`` or ``"ansi"`` (``render()`` returns the board as text).
@@ -169,7 +170,7 @@ class TicTacToeEnv(gym.Env[np.ndarray, np.int64]):
             self._episode += 1
         mark = agent_mark_for_episode(self.agent_plays, self._episode)
         self._agent_mark = torch.tensor([mark], dtype=torch.int8)
-        self._opponent_id = self.opponents.sample(1, self._generator)
+        self._opponent_id = self.opponents.sample(1, self._generator, self._agent_mark)
         self._board = start_boards(self._agent_mark, self._reply)
         self._over = False
         self._outcome = None

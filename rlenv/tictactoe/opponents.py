@@ -222,32 +222,68 @@ def _parse_spec(spec: OpponentSpec) -> dict[str, float]:
     )
 
 
+ROLES = ("x", "o")
+
+
+def _is_per_role(spec: Any) -> bool:
+    return isinstance(spec, Mapping) and bool(spec) and set(spec) <= set(ROLES)
+
+
 class OpponentMixture:
     """One or more opponents; each episode plays against one, drawn with the given weights.
 
     Args:
         spec: an opponent name (``"random"``, ``"perfect"``, ``"self_play"``), a mapping of
-            names to non-negative weights (``{"perfect": 0.5, "random": 0.5}``), or an
-            object with an ``act`` method.
+            names to non-negative weights (``{"perfect": 0.5, "random": 0.5}``), an object
+            with an ``act`` method, or one of these per role of the agent:
+            ``{"x": "random", "o": {"random": 0.5, "perfect": 0.5}}`` (both roles required).
     """
 
     def __init__(self, spec: OpponentSpec) -> None:
-        weights = _parse_spec(spec)
-        self.names = list(weights)
+        if _is_per_role(spec):
+            missing = [role for role in ROLES if role not in spec]  # type: ignore[operator]
+            if missing:
+                raise ValueError(f"a per-role opponent needs both roles {list(ROLES)}, missing {missing}")
+            roles = {role: _parse_spec(spec[role]) for role in ROLES}  # type: ignore[index]
+            if _CUSTOM in roles["x"] or _CUSTOM in roles["o"]:
+                raise TypeError("per-role opponents take names and weights, not opponent objects")
+        else:
+            weights = _parse_spec(spec)
+            roles = {role: weights for role in ROLES}
+        self.names = list(dict.fromkeys([*roles["x"], *roles["o"]]))
         self.opponents = [
-            cast(Opponent, spec) if name == _CUSTOM else make_opponent(name) for name in weights
+            cast(Opponent, spec) if name == _CUSTOM else make_opponent(name) for name in self.names
         ]
-        self._weights = torch.tensor(list(weights.values()), dtype=torch.float64)
+        self._role_weights = {
+            role: torch.tensor([weights.get(name, 0.0) for name in self.names], dtype=torch.float64)
+            for role, weights in roles.items()
+        }
+        self.per_role = roles["x"] != roles["o"]
+        self._weights = self._role_weights["x"]
         self.weights = (self._weights / self._weights.sum()).tolist()
 
-    def sample(self, num_episodes: int, generator: torch.Generator) -> Tensor:
+    def sample(
+        self, num_episodes: int, generator: torch.Generator, agent_marks: Tensor | None = None
+    ) -> Tensor:
         """Opponent id (index into ``names``) for each new episode.
 
-        Shapes: returns (num_episodes,) int64 on the generator's device.
+        ``agent_marks`` (+1 X, -1 O per episode) picks the role's weights for per-role mixtures.
+        Shapes: agent_marks (num_episodes,); returns (num_episodes,) int64 on the generator's device.
         """
         if len(self.opponents) == 1:
             return torch.zeros(num_episodes, dtype=torch.int64, device=generator.device)
-        weights = self._weights.to(generator.device)
+        as_x = self._draw("x", num_episodes, generator)
+        if not self.per_role:
+            return as_x
+        if agent_marks is None:
+            raise ValueError("a per-role opponent mixture needs the agent's mark of each episode")
+        as_o = self._draw("o", num_episodes, generator)
+        return torch.where(agent_marks.to(as_x.device) > 0, as_x, as_o)
+
+    def _draw(self, role: str, num_episodes: int, generator: torch.Generator) -> Tensor:
+        weights = self._role_weights[role].to(generator.device)
+        if not bool(weights.sum() > 0):
+            return torch.zeros(num_episodes, dtype=torch.int64, device=generator.device)
         return torch.multinomial(weights, num_episodes, replacement=True, generator=generator)
 
     def act(
@@ -278,5 +314,14 @@ class OpponentMixture:
         return found
 
     def __repr__(self) -> str:
-        parts = ", ".join(f"{n}={w:.3g}" for n, w in zip(self.names, self.weights, strict=True))
-        return f"OpponentMixture({parts})"
+        def parts(weights: Tensor) -> str:
+            total = float(weights.sum())
+            return ", ".join(
+                f"{n}={float(w) / total:.3g}" for n, w in zip(self.names, weights, strict=True) if w > 0
+            )
+
+        if self.per_role:
+            return (
+                f"OpponentMixture(x: {parts(self._role_weights['x'])}; o: {parts(self._role_weights['o'])})"
+            )
+        return f"OpponentMixture({parts(self._role_weights['x'])})"

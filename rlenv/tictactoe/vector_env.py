@@ -106,7 +106,7 @@ class TicTacToeVectorEnv(VectorEnv):
             self._generator = seed_generator(self.np_random, self.device)
         self._episodes.zero_()
         self._agent_marks = self._marks_for(self._episodes)
-        self._opponent_ids = self.opponents.sample(self.num_envs, self._generator)
+        self._opponent_ids = self.opponents.sample(self.num_envs, self._generator, self._agent_marks)
         self._boards = start_boards(self._agent_marks, self._reply)
         self._needs_reset = False
         return self._observations(), {"action_mask": legal_moves(self._boards)}
@@ -123,7 +123,7 @@ class TicTacToeVectorEnv(VectorEnv):
         self._episodes = self._episodes + ended.long()
         self._agent_marks = torch.where(ended, self._marks_for(self._episodes), self._agent_marks)
         assert self._generator is not None
-        fresh_ids = self.opponents.sample(self.num_envs, self._generator)
+        fresh_ids = self.opponents.sample(self.num_envs, self._generator, self._agent_marks)
         self._opponent_ids = torch.where(ended, fresh_ids, self._opponent_ids)
         fresh_boards = start_boards(self._agent_marks, self._masked_reply(ended))
         self._boards = torch.where(ended.unsqueeze(1), fresh_boards, result.boards)

@@ -173,3 +173,34 @@ def test_mixture_acts_with_each_boards_opponent() -> None:
 def test_bad_opponent_specs_are_named(spec: object, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         opp.OpponentMixture(spec)  # type: ignore[arg-type]
+
+
+def test_per_role_opponents_are_drawn_by_the_agent_s_mark():
+    import torch
+
+    from rlenv.tictactoe.opponents import OpponentMixture
+
+    mixture = OpponentMixture({"x": "random", "o": {"random": 0.5, "perfect": 0.5}})
+    assert mixture.per_role and set(mixture.names) == {"random", "perfect"}
+    marks = torch.tensor([1, -1] * 2000, dtype=torch.int8)
+    ids = mixture.sample(4000, torch.Generator().manual_seed(0), marks)
+    names = [mixture.names[i] for i in ids.tolist()]
+    as_x, as_o = names[0::2], names[1::2]
+    assert set(as_x) == {"random"}
+    assert 0.45 < as_o.count("perfect") / len(as_o) < 0.55
+    with pytest.raises(ValueError, match="needs both roles"):
+        OpponentMixture({"x": "random"})
+
+
+def test_the_vector_env_plays_x_against_random_and_o_against_perfect():
+    import torch
+
+    from rlenv.tictactoe.vector_env import TicTacToeVectorEnv
+
+    env = TicTacToeVectorEnv(num_envs=64, agent_plays="both", opponent={"x": "random", "o": "perfect"})
+    _, info = env.reset(seed=0)
+    for _ in range(12):  # pairings hold at reset and for the episodes restarted within steps
+        names = [env.opponents.names[i] for i in env._opponent_ids.tolist()]
+        assert all((n == "random") == (m == 1) for n, m in zip(names, env.agent_marks.tolist(), strict=True))
+        _, _, _, _, info = env.step(info["action_mask"].int().argmax(dim=-1))
+    assert torch.is_tensor(info["outcome"])
