@@ -1,9 +1,9 @@
 """Token-by-token env-style rollouts through the KV-cache acting API versus ``generate``.
 
 Same process, same LoRA policy model, same batch of left-padded prompts (random token ids,
-lengths 8-24). The rollout does what a rollout loop does each step: the network's
-``forward_cached`` on the env's window, sampling, log-probs, time-major storage of
-actions / log-probs / values, shifting the window, tracking EOS. ``generate`` samples from
+lengths 8-24). The rollout does what a rollout loop does each step: the network's forward
+pass without gradients (through its KV cache) on the env's window, sampling, log-probs,
+time-major storage of actions / log-probs / values, shifting the window, tracking EOS. ``generate`` samples from
 the full distribution (``top_k=0``) for exactly ``--new-tokens`` tokens.
 
 Prints tokens/s and their ratio (target >= 0.8x of generate), how rollout time scales when
@@ -28,6 +28,7 @@ from torch import Tensor
 from agents.networks.lm import LMActorCritic
 from agents.networks.lm_core import unique_parameter_bytes
 from rlenv.text.models import load_causal_lm
+from rlenv.text.tokens import push_tokens
 
 MIN_PROMPT, MAX_PROMPT = 8, 24
 
@@ -51,17 +52,15 @@ def env_rollout(net: LMActorCritic, prompts: dict[str, Tensor], new_tokens: int,
     window = dict(prompts)
     net.reset_cache()
     for step in range(new_tokens):
-        logits, values[step] = net.forward_cached(window)
+        logits, values[step] = net(window)  # without gradients: through the KV cache
         step_log_probs = torch.log_softmax(logits, dim=-1)
         actions[step] = torch.multinomial(step_log_probs.exp(), 1).squeeze(-1)
         log_probs[step] = step_log_probs.gather(-1, actions[step, :, None]).squeeze(-1)
         finished |= actions[step] == eos
-        window = {
-            "input_ids": torch.cat([window["input_ids"][:, 1:], actions[step, :, None]], 1),
-            "attention_mask": torch.cat(
-                [window["attention_mask"][:, 1:], torch.ones(batch, 1, dtype=torch.long)], 1
-            ),
-        }
+        input_ids, attention_mask = push_tokens(
+            window["input_ids"], window["attention_mask"], actions[step], torch.ones(batch, dtype=torch.bool)
+        )
+        window = {"input_ids": input_ids, "attention_mask": attention_mask}
     return actions
 
 
