@@ -3,8 +3,9 @@
 Same process, same LoRA policy model, same batch of left-padded prompts (random token ids,
 lengths 8-24). The rollout does what a rollout loop does each step: the network's forward
 pass without gradients (through its KV cache) on the env's window, sampling, log-probs,
-time-major storage of actions / log-probs / values, shifting the window, tracking EOS. ``generate`` samples from
-the full distribution (``top_k=0``) for exactly ``--new-tokens`` tokens.
+time-major storage of actions / log-probs / values, shifting the window, tracking EOS.
+``generate`` samples from the full distribution (``top_k=0``) for exactly ``--new-tokens``
+tokens.
 
 Prints tokens/s and their ratio (target >= 0.8x of generate), how rollout time scales when
 the number of new tokens doubles from ``--new-tokens / 2`` (target <= 2.2x), and the
