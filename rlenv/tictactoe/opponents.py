@@ -241,10 +241,11 @@ class OpponentMixture:
 
     def __init__(self, spec: OpponentSpec) -> None:
         if _is_per_role(spec):
-            missing = [role for role in ROLES if role not in spec]  # type: ignore[operator]
+            per_role = cast(Mapping[str, OpponentSpec], spec)
+            missing = [role for role in ROLES if role not in per_role]
             if missing:
                 raise ValueError(f"a per-role opponent needs both roles {list(ROLES)}, missing {missing}")
-            roles = {role: _parse_spec(spec[role]) for role in ROLES}  # type: ignore[index]
+            roles = {role: _parse_spec(per_role[role]) for role in ROLES}
             if _CUSTOM in roles["x"] or _CUSTOM in roles["o"]:
                 raise TypeError("per-role opponents take names and weights, not opponent objects")
         else:

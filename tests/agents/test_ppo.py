@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from agents.core.base import Agent, Rollout
 from agents.networks.mlp import ActorCriticMLP
-from agents.ppo.agent import PPOAgent, logit_spread, ppo_loss
+from agents.ppo.agent import PPOAgent
+from agents.ppo.loss import logit_spread, ppo_loss
 
 torch.set_num_threads(1)
 
