@@ -1,0 +1,39 @@
+"""The benchmark scripts run end to end at tiny sizes, so they cannot rot (no timing is checked)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def run_module(*args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_gym_learning_prints_a_table_and_the_verdict():
+    out = run_module(
+        "benchmarks.gym_learning",
+        "--agents",
+        "ppo",
+        "--seeds",
+        "0",
+        "--steps",
+        "512",
+        "--target",
+        "0",
+        "--",
+        "env.evaluation.episodes=2",
+        "env.evaluation.num_envs=2",
+    )
+    assert "ppo" in out and "target 0.0: met" in out
+
+
+def test_text_rollout_runs_with_the_tiny_model():
+    out = run_module(
+        "benchmarks.text_rollout", "--model", "tiny", "--batch", "2", "--new-tokens", "4", "--repeats", "1"
+    )
+    assert "LoRA policy + reference" in out
