@@ -156,11 +156,11 @@ class Agent(Protocol):
     rollout_steps: int
     device: torch.device
 
-    def act(self, obs: Tensor, action_mask: Tensor | None = None, deterministic: bool = False) -> Tensor:
+    def act(self, obs: Observation, action_mask: Tensor | None = None, deterministic: bool = False) -> Tensor:
         """Actions (B,) for a batch of observations (B, ...). Never picks a masked action."""
         ...
 
-    def explore(self, obs: Tensor, action_mask: Tensor | None = None) -> PolicyStep:
+    def explore(self, obs: Observation, action_mask: Tensor | None = None) -> PolicyStep:
         """Act for training (sampling / exploration), returning what ``learn`` needs."""
         ...
 

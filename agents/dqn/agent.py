@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.core.base import PolicyStep, Rollout, batch_size, masked_logits, move_observation
+from agents.core.base import Observation, PolicyStep, Rollout, batch_size, masked_logits, move_observation
 from agents.core.replay import ReplayBatch, ReplayBuffer, flatten_rollout
 
 NetworkFactory = Callable[[gymnasium.Space, gymnasium.Space], nn.Module]
@@ -163,15 +163,15 @@ class _EpsilonGreedyAgent:
         return mask
 
     @torch.no_grad()
-    def act(self, obs: Tensor, action_mask: Tensor | None = None, deterministic: bool = False) -> Tensor:
+    def act(self, obs: Observation, action_mask: Tensor | None = None, deterministic: bool = False) -> Tensor:
         """Greedy legal actions if ``deterministic``, else epsilon-greedy at the current epsilon
         (around Boltzmann samples instead of the greedy action when ``temperature`` is set).
 
         Shapes: obs (B, ...); action_mask (B, A) bool or int, nonzero = legal -> (B,) int64.
         """
-        obs = move_observation(obs, self.device)
-        mask = self._checked_mask(action_mask, batch_size(obs))
-        q_values = self._q_values(obs).float()
+        obs_on_device = move_observation(obs, self.device)
+        mask = self._checked_mask(action_mask, batch_size(obs_on_device))
+        q_values = self._q_values(obs_on_device).float()
         greedy = masked_argmax(q_values, mask)
         if deterministic:
             return greedy
@@ -185,7 +185,7 @@ class _EpsilonGreedyAgent:
         random_legal = scores.argmax(dim=-1)
         return torch.where(self._uniform((batch,)) < self.epsilon, random_legal, greedy)
 
-    def explore(self, obs: Tensor, action_mask: Tensor | None = None) -> PolicyStep:
+    def explore(self, obs: Observation, action_mask: Tensor | None = None) -> PolicyStep:
         """Epsilon-greedy actions for training; no log-probs or values."""
         return PolicyStep(actions=self.act(obs, action_mask, deterministic=False))
 
