@@ -26,11 +26,17 @@ from agents.collect.collector import action_mask_from_info, as_observation, as_t
 from agents.core.base import Agent
 
 log = logging.getLogger(__name__)
+MAX_EVALUATION_STEPS = 100_000  # vector steps per setting (env.evaluation.max_steps)
 
 
 @torch.no_grad()
 def play_episodes(
-    agent: Agent, env: Any, episodes: int, seed: int, progress: bool = False, max_steps: int = 100_000
+    agent: Agent,
+    env: Any,
+    episodes: int,
+    seed: int,
+    progress: bool = False,
+    max_steps: int = MAX_EVALUATION_STEPS,
 ) -> dict[str, float]:
     """Play exactly ``episodes`` episodes, an equal quota per env slot.
 
@@ -50,6 +56,7 @@ def play_episodes(
     returns: list[float] = []
     outcomes: list[int] = []
     bar = tqdm(total=episodes, disable=not progress, leave=False, unit="ep")
+    masked = "action_mask" in info  # envs without masks: every action legal, no (B, A) mask built
     steps = 0
     while bool((played < quota).any()):
         if steps >= max_steps:
@@ -63,7 +70,7 @@ def play_episodes(
             )
             break
         steps += 1
-        mask = action_mask_from_info(info, "action_mask", num_envs, num_actions, device)
+        mask = action_mask_from_info(info, "action_mask", num_envs, num_actions, device) if masked else None
         actions = agent.act(as_observation(obs, device), mask, deterministic=True)
         obs, rewards, terminated, truncated, info = env.step(actions)
         running += as_tensor(rewards, torch.device("cpu")).float()
@@ -118,7 +125,7 @@ def evaluate_agent(
                 episodes,
                 seed=seed + index,
                 progress=progress,
-                max_steps=int(evaluation.get("max_steps", 100_000)),
+                max_steps=int(evaluation.get("max_steps", MAX_EVALUATION_STEPS)),
             )
         finally:
             env.close()

@@ -192,7 +192,8 @@ class RolloutCollector:
             terminated = as_tensor(terminated, self.device).bool() & valid
             truncated = as_tensor(truncated, self.device).bool() & valid
             done = terminated | truncated
-            next_obs, next_mask = obs, self._mask(info, "action_mask")
+            mask = self._mask(info, "action_mask")
+            next_obs, next_mask = obs, mask
             if self.mode == AutoresetMode.SAME_STEP and bool(done.any()):
                 next_obs = _where_rows(done, as_observation(info["final_obs"], self.device), obs)
                 final_mask = self._mask(info, "final_action_mask")
@@ -214,7 +215,7 @@ class RolloutCollector:
             ):
                 steps[name].append(value)
             self._track_episodes(rewards, valid, done, info, stats)
-            self.obs, self.mask = obs, self._mask(info, "action_mask")
+            self.obs, self.mask = obs, mask
             if self.mode == AutoresetMode.NEXT_STEP:
                 self.resetting = done
             ended |= done

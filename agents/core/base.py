@@ -25,6 +25,11 @@ def map_observation(fn: Callable[[Tensor], Tensor], obs: Observation) -> Observa
     return fn(obs)
 
 
+def take_rows(obs: Observation, rows: Any) -> Observation:
+    """The rows ``rows`` (an index or mask over the batch dims) of ``obs`` or of each tensor of a dict."""
+    return map_observation(lambda x: x[rows], obs)
+
+
 def move_observation(obs: Observation, device: torch.device | str) -> Observation:
     """``obs`` (a tensor or a dict of tensors) on ``device``."""
     return map_observation(lambda x: torch.as_tensor(x, device=device), obs)

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
-from agents.core.base import Observation, PolicyStep, Rollout, map_observation
+from agents.core.base import Observation, PolicyStep, Rollout, move_observation, take_rows
 from agents.gae import gae
 from agents.networks.mlp import ActorCriticMLP
 from agents.ppo.batches import EpisodeBatch, StepBatch, batch_layout, policy_outputs
@@ -168,16 +168,13 @@ class PPOAgent:
         if not isinstance(action_space, gymnasium.spaces.Discrete):
             raise TypeError(f"PPOAgent needs a Discrete action space, got {action_space}")
 
-    def _to_device(self, obs: Any) -> Observation:
-        return map_observation(lambda x: torch.as_tensor(x, device=self.device), obs)
-
     def _outputs(self, obs: Any, action_mask: Tensor | None) -> tuple[Tensor, Tensor]:
         if action_mask is not None:
             action_mask = torch.as_tensor(action_mask, device=self.device)
-        return policy_outputs(self.network, self._to_device(obs), action_mask)
+        return policy_outputs(self.network, move_observation(obs, self.device), action_mask)
 
     @torch.no_grad()
-    def act(self, obs: Tensor, action_mask: Tensor | None = None, deterministic: bool = False) -> Tensor:
+    def act(self, obs: Observation, action_mask: Tensor | None = None, deterministic: bool = False) -> Tensor:
         """Actions (B,): the most probable legal action, or a sample from the masked policy."""
         logits, _ = self._outputs(obs, action_mask)
         if deterministic:
@@ -185,7 +182,7 @@ class PPOAgent:
         return Categorical(logits=logits, validate_args=False).sample()
 
     @torch.no_grad()
-    def explore(self, obs: Tensor, action_mask: Tensor | None = None) -> PolicyStep:
+    def explore(self, obs: Observation, action_mask: Tensor | None = None) -> PolicyStep:
         """Sampled actions (B,) with their log-probabilities (B,) and state values (B,)."""
         logits, values = self._outputs(obs, action_mask)
         policy = Categorical(logits=logits, validate_args=False)
@@ -267,12 +264,12 @@ class PPOAgent:
         needed[-1] |= rollout.valid_mask[-1] & ~terminated[-1]
         if bool(needed.any()):
             where = needed.nonzero(as_tuple=True)
-            obs = map_observation(lambda x: x[where], rollout.next_obs)
+            obs = take_rows(rollout.next_obs, where)
             count = int(where[0].numel())
             chunks = torch.arange(count, device=self.device).tensor_split(
                 max(1, min(count, self.num_minibatches))
             )
-            bootstrap = torch.cat([self.network(_take(obs, chunk))[1].float() for chunk in chunks])
+            bootstrap = torch.cat([self.network(take_rows(obs, chunk))[1].float() for chunk in chunks])
             next_values = next_values.index_put(where, bootstrap)
         advantages, returns = gae(
             rewards, values, next_values, terminated, rollout.done, self.gamma, self.gae_lambda
@@ -337,7 +334,3 @@ class PPOAgent:
             self.kl.load_state_dict(state["kl"])
         self.updates = int(state["updates"])
         self.env_steps = int(state["env_steps"])
-
-
-def _take(obs: Observation, rows: Tensor) -> Observation:
-    return map_observation(lambda x: x[rows], obs)

@@ -32,6 +32,7 @@ from agents.core.base import (
     Rollout,
     map_observation,
     masked_logits,
+    take_rows,
 )
 
 
@@ -55,7 +56,7 @@ class Samples(NamedTuple):
 def _index(value: Any, rows: Tensor) -> Any:
     if value is None or isinstance(value, (bool, int)):
         return value
-    return map_observation(lambda x: x[rows], value)
+    return take_rows(value, rows)
 
 
 def policy_outputs(network: nn.Module, obs: Observation, action_mask: Tensor | None) -> tuple[Tensor, Tensor]:
