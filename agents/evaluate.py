@@ -156,13 +156,19 @@ def format_table(results: dict[str, float], title: str = "") -> str:
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from agents import load_agent
-    from agents.run.checkpoint import load_checkpoint
+    from agents.run.checkpoint import META_FILE, CheckpointError, load_checkpoint, resolve_checkpoint
+    from agents.run.registry import check_trusted
     from agents.train import resolve_device
 
     device = resolve_device(cfg.device)
-    _, meta = load_checkpoint(cfg.run)
-    run_cfg = OmegaConf.create(meta["config"])
-    agent = load_agent(cfg.run, device=device)
+    directory = resolve_checkpoint(cfg.run)
+    _, meta = load_checkpoint(directory)
+    saved = meta.get("config")
+    if not isinstance(saved, dict) or not isinstance(saved.get("env"), dict):
+        raise CheckpointError(directory / META_FILE, "has no saved run config with an env ('config.env')")
+    check_trusted(saved, str(directory / META_FILE))
+    run_cfg = OmegaConf.create(saved)
+    agent = load_agent(directory, device=device)
     results = evaluate_agent(
         agent, run_cfg.env, seed=int(cfg.seed), device=device, episodes=cfg.episodes, progress=True
     )

@@ -25,6 +25,7 @@ TensorBoard holds every stage: ``reward_model/`` (per optimizer step), ``charts/
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,7 +39,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from agents.train import build, resolve_device, seed_everything, train_loop, write_checkpoint, write_metrics
+from agents.train import (
+    Checkpointer,
+    Interrupted,
+    build,
+    claim_run_dir,
+    group_choices,
+    make_collector,
+    resolve_device,
+    seed_everything,
+    train_loop,
+    write_metrics,
+    write_text,
+)
 from rlenv.logger import NullLogger, flatten
 
 log = logging.getLogger(__name__)
@@ -299,11 +312,14 @@ def ppo_and_eval(cfg: DictConfig, run_dir: Path, parts: dict[str, Any], seconds:
     with stage("eval_before", seconds):
         before = evaluate_policy(core, tokenizer, *scorers)
     logger.log(before.metrics("eval/before/"), 0)
-    trainer = {"env_steps": 0, "updates": 0}
+    trainer: dict[str, Any] = {"env_steps": 0, "updates": 0}
+    collector = make_collector(cfg, env, agent)
+    checkpointer = Checkpointer(run_dir, cfg, env, agent, collector, group_choices())
     try:
         with stage("ppo", seconds):
-            trainer = train_loop(cfg, run_dir, env, agent, MonitoringLogger(logger, parts["reward"]), trainer)
-        write_checkpoint(run_dir, cfg, env, agent, trainer)
+            monitored = MonitoringLogger(logger, parts["reward"])
+            trainer = train_loop(cfg, env, agent, collector, checkpointer, monitored, trainer)
+        checkpointer.write(trainer)
         with stage("eval_after", seconds):
             after = evaluate_policy(core, tokenizer, *scorers)
     finally:
@@ -315,12 +331,12 @@ def ppo_and_eval(cfg: DictConfig, run_dir: Path, parts: dict[str, Any], seconds:
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Run every stage as ``cfg`` says; returns the final metrics (also in ``metrics.json``)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(run_dir)
     if cfg.train.torch_threads:
         torch.set_num_threads(int(cfg.train.torch_threads))
     seed_everything(int(cfg.seed))
     logger = instantiate(cfg.logger, log_dir=str(run_dir)) if cfg.logger else NullLogger()
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     logger.text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```")
     seconds: dict[str, float] = {}
     try:
@@ -359,7 +375,11 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="rlhf")
 def main(cfg: DictConfig) -> float:
-    metrics = run(cfg, HydraConfig.get().runtime.output_dir)
+    try:
+        metrics = run(cfg, HydraConfig.get().runtime.output_dir)
+    except Interrupted as stop:
+        log.warning("%s", stop)
+        sys.exit(128 + stop.signum)
     return float(metrics["eval/after/labeler_score"])
 
 

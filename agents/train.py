@@ -14,6 +14,8 @@ import json
 import logging
 import os
 import random
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,12 +28,25 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from agents import load_agent_state
 from agents.collect.collector import RolloutCollector
 from agents.core.base import Agent
 from agents.core.spaces import space_to_json
 from agents.evaluate import evaluate_agent, format_table
-from agents.run.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_latest
+from agents.run.checkpoint import (
+    BEST_FILE,
+    load_checkpoint,
+    prune_checkpoints,
+    recover_checkpoints,
+    resolve_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    write_latest,
+    write_pointer,
+)
 from agents.run.compat import IncompatiblePairError, check_pair
+from agents.run.registry import check_trusted
 from agents.run.schema import check_config
 from rlenv.logger import NullLogger, flatten
 
@@ -94,23 +109,81 @@ def _choice(group: str) -> str | None:
     return str(choice) if choice is not None else None
 
 
-def checkpoint_meta(cfg: DictConfig, env: Any, trainer: dict[str, Any]) -> dict[str, Any]:
+def group_choices() -> dict[str, str]:
+    """The config-group options of this Hydra run (``env``, ``agent``, ...; empty outside one)."""
+    if not HydraConfig.initialized():
+        return {}
     return {
-        "format": 1,
+        str(group): str(choice)
+        for group, choice in HydraConfig.get().runtime.choices.items()
+        if choice is not None and not str(group).startswith("hydra")
+    }
+
+
+def checkpoint_meta(
+    cfg: DictConfig, env: Any, trainer: dict[str, Any], choices: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "format": 2,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "agent_config": OmegaConf.to_container(cfg.agent, resolve=True),
+        "choices": choices,
         "observation_space": space_to_json(env.single_observation_space),
         "action_space": space_to_json(env.single_action_space),
         "trainer": trainer,
     }
 
 
-def write_checkpoint(run_dir: Path, cfg: DictConfig, env: Any, agent: Agent, trainer: dict[str, Any]) -> Path:
-    name = f"update_{trainer['updates']:07d}"
-    state = {"agent": agent.state_dict(), "rng": rng_state(), "trainer": dict(trainer)}
-    directory = save_checkpoint(run_dir / "checkpoints" / name, state, checkpoint_meta(cfg, env, trainer))
-    write_latest(run_dir / "checkpoints", name)
-    return directory
+class Checkpointer:
+    """Writes a run's checkpoints: ``latest`` always, ``best`` by mean episode return since the
+    previous checkpoint, and keeps the newest ``train.keep_checkpoints`` (plus the best)."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        cfg: DictConfig,
+        env: Any,
+        agent: Agent,
+        collector: RolloutCollector,
+        choices: dict[str, str] | None = None,
+    ) -> None:
+        self.directory = run_dir / "checkpoints"
+        self.cfg, self.env, self.agent, self.collector = cfg, env, agent, collector
+        self.choices = dict(choices or {})
+
+    def write(self, trainer: dict[str, Any]) -> Path:
+        name = f"update_{trainer['updates']:07d}"
+        count = trainer.pop("score_count", 0)
+        total = trainer.pop("score_sum", 0.0)
+        score = total / count if count else None
+        best = trainer.get("best_score")
+        is_best = score is not None and (best is None or score > best)
+        if is_best:
+            trainer["best_score"] = score
+        trainer["score_sum"], trainer["score_count"] = 0.0, 0
+        state = {
+            "agent": self.agent.state_dict(),
+            "collector": self.collector.state_dict(),
+            "rng": rng_state(),
+            "trainer": dict(trainer),
+        }
+        meta = checkpoint_meta(self.cfg, self.env, dict(trainer), self.choices) | {"score": score}
+        directory = save_checkpoint(self.directory / name, state, meta)
+        write_latest(self.directory, name)
+        if is_best:
+            write_pointer(self.directory, BEST_FILE, name)
+        prune_checkpoints(self.directory, self.cfg.train.get("keep_checkpoints"))
+        return directory
+
+
+def make_collector(cfg: DictConfig, env: Any, agent: Agent) -> RolloutCollector:
+    return RolloutCollector(
+        env,
+        agent,
+        seed=int(cfg.seed),
+        samples_every=int(cfg.train.get("samples_every", 10)),
+        num_samples=int(cfg.train.get("num_samples", 4)),
+    )
 
 
 def refresh_self_play(env: Any, agent: Agent) -> None:
@@ -126,17 +199,64 @@ def refresh_self_play(env: Any, agent: Agent) -> None:
     setter(lambda obs, mask: snapshot.act(obs, mask, deterministic=False))
 
 
+class Interrupted(Exception):
+    """Training stopped by a signal after writing a checkpoint; ``signum`` says which."""
+
+    def __init__(self, signum: int, checkpoint: Path) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint written to {checkpoint}")
+        self.signum = signum
+        self.checkpoint = checkpoint
+
+
+class StopSignals:
+    """While active, SIGTERM and SIGINT ask the loop to stop at the end of the current update.
+
+    A second signal of the same kind acts at once (its default action), for a user who does
+    not want to wait for the update to finish.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading_main():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
 def train_loop(
-    cfg: DictConfig, run_dir: Path, env: Any, agent: Agent, logger: Any, trainer: dict[str, Any]
+    cfg: DictConfig,
+    env: Any,
+    agent: Agent,
+    collector: RolloutCollector,
+    checkpointer: Checkpointer,
+    logger: Any,
+    trainer: dict[str, Any],
 ) -> dict[str, Any]:
-    """Collect and learn until ``train.total_env_steps``; returns the trainer counters."""
-    collector = RolloutCollector(
-        env,
-        agent,
-        seed=cfg.seed + trainer["updates"],
-        samples_every=int(cfg.train.get("samples_every", 10)),
-        num_samples=int(cfg.train.get("num_samples", 4)),
-    )
+    """Collect and learn until ``train.total_env_steps``; returns the trainer counters.
+
+    SIGTERM and SIGINT stop the loop after the current update with a checkpoint
+    (:class:`Interrupted`); so does Ctrl-C arriving as ``KeyboardInterrupt``.
+    """
     total = int(cfg.train.total_env_steps)
     bar = tqdm(
         total=total,
@@ -148,81 +268,197 @@ def train_loop(
     )
     refresh_self_play(env, agent)
     started = time.perf_counter()
+    seconds_at_start = float(trainer.get("train_seconds", 0.0))
     steps_at_start = trainer["env_steps"]
-    try:
-        while trainer["env_steps"] < total:
-            rollout, episodes = collector.collect(agent.rollout_steps)
-            metrics = agent.learn(rollout)
-            trainer["env_steps"] += rollout.num_valid
-            trainer["updates"] += 1
-            bar.update(rollout.num_valid)
-            if trainer["updates"] % cfg.train.self_play_every == 0:
-                refresh_self_play(env, agent)
-            elapsed = time.perf_counter() - started
-            metrics |= episodes.metrics()
-            metrics["perf/steps_per_second"] = (trainer["env_steps"] - steps_at_start) / max(elapsed, 1e-9)
-            if trainer["updates"] % cfg.train.log_every == 0:
-                logger.log(metrics, trainer["env_steps"])
-                if "charts/win_rate" in metrics:
-                    bar.set_postfix(
-                        win=f"{metrics['charts/win_rate']:.2f}", loss=f"{metrics['charts/loss_rate']:.2f}"
-                    )
-            for tag, text in getattr(episodes, "texts", {}).items():
-                logger.text(tag, text, trainer["env_steps"])
-            if trainer["updates"] % cfg.train.checkpoint_every == 0:
-                write_checkpoint(run_dir, cfg, env, agent, trainer)
-    except KeyboardInterrupt:
-        bar.close()
-        path = write_checkpoint(run_dir, cfg, env, agent, trainer)
-        log.warning("interrupted at %d env steps; checkpoint written to %s", trainer["env_steps"], path)
-        raise
-    bar.close()
-    trainer["train_seconds"] = trainer.get("train_seconds", 0.0) + time.perf_counter() - started
+
+    def checkpoint() -> Path:
+        trainer["train_seconds"] = seconds_at_start + time.perf_counter() - started
+        return checkpointer.write(trainer)
+
+    with StopSignals() as signals:
+        try:
+            while trainer["env_steps"] < total:
+                rollout, episodes = collector.collect(agent.rollout_steps)
+                metrics = agent.learn(rollout)
+                trainer["env_steps"] += rollout.num_valid
+                trainer["updates"] += 1
+                trainer["score_sum"] = trainer.get("score_sum", 0.0) + float(sum(episodes.returns))
+                trainer["score_count"] = trainer.get("score_count", 0) + len(episodes.returns)
+                bar.update(rollout.num_valid)
+                if trainer["updates"] % cfg.train.self_play_every == 0:
+                    refresh_self_play(env, agent)
+                elapsed = time.perf_counter() - started
+                metrics |= episodes.metrics()
+                metrics["perf/steps_per_second"] = (trainer["env_steps"] - steps_at_start) / max(
+                    elapsed, 1e-9
+                )
+                if trainer["updates"] % cfg.train.log_every == 0:
+                    logger.log(metrics, trainer["env_steps"])
+                    if "charts/win_rate" in metrics:
+                        bar.set_postfix(
+                            win=f"{metrics['charts/win_rate']:.2f}", loss=f"{metrics['charts/loss_rate']:.2f}"
+                        )
+                for tag, text in getattr(episodes, "texts", {}).items():
+                    logger.text(tag, text, trainer["env_steps"])
+                if trainer["updates"] % cfg.train.checkpoint_every == 0:
+                    checkpoint()
+                if signals.received is not None:
+                    raise Interrupted(signals.received, checkpoint())
+        except KeyboardInterrupt:
+            bar.close()
+            path = checkpoint()
+            log.warning("interrupted at %d env steps; checkpoint written to %s", trainer["env_steps"], path)
+            raise
+        finally:
+            bar.close()
+    trainer["train_seconds"] = seconds_at_start + time.perf_counter() - started
     return trainer
 
 
-def restore(cfg: DictConfig, agent: Agent) -> dict[str, Any]:
-    """Load agent, RNG and counters from ``cfg.resume``; fresh counters when it is unset."""
+def restore(cfg: DictConfig, agent: Agent, collector: RolloutCollector) -> dict[str, Any]:
+    """Load agent, collector (env state), RNG and counters from ``cfg.resume``; fresh counters
+    when it is unset."""
     if not cfg.resume:
         return {"env_steps": 0, "updates": 0}
-    state, _ = load_checkpoint(cfg.resume)
-    agent.load_state_dict(state["agent"])
-    set_rng_state(state["rng"])
-    log.info("resumed from %s at %d env steps", cfg.resume, state["trainer"]["env_steps"])
-    return dict(state["trainer"])
+    directory = resolve_checkpoint(cfg.resume)
+    state, _ = load_checkpoint(directory)
+    load_agent_state(agent, state, directory)
+    try:
+        if "collector" in state:
+            collector.load_state_dict(state["collector"])
+        set_rng_state(state["rng"])
+        trainer = dict(state["trainer"])
+        int(trainer["env_steps"]), int(trainer["updates"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+        raise ResumeError(
+            f"checkpoint {directory} does not fit this run's env: {type(error).__name__}: {error}"
+        ) from None
+    log.info("resumed from %s at %d env steps", cfg.resume, trainer["env_steps"])
+    return trainer
 
 
-def resume_config(cfg: DictConfig) -> DictConfig:
-    """For ``resume=<run>``: the saved run's config, with this command's run length and device."""
+class ResumeError(ValueError):
+    """``resume=`` cannot continue the saved run as asked (another pair, a foreign checkpoint)."""
+
+
+def _override_key(override: str) -> tuple[str, str] | None:
+    """``(key, value)`` of a command-line override (``+``/``++`` stripped); ``None`` for deletions."""
+    if override.startswith("~") or "=" not in override:
+        return None
+    key, value = override.split("=", 1)
+    return key.lstrip("+"), value
+
+
+def resume_config(cfg: DictConfig, overrides: list[str] | None = None) -> tuple[DictConfig, dict[str, str]]:
+    """For ``resume=<run>``: the saved run's config with the overrides this command gives.
+
+    The saved config may only name registered classes (:mod:`agents.run.registry`); values the
+    user overrides on the command line are the user's own. A config-group override (``agent=``,
+    ``env=``, ...) must repeat the saved choice: resuming a run as another env/agent pair is
+    refused. Returns the config and the saved group choices.
+    """
     if not cfg.resume:
-        return cfg
-    _, meta = load_checkpoint(cfg.resume)
-    saved = OmegaConf.create(meta["config"])
-    saved.resume = cfg.resume
-    saved.device = cfg.device
-    saved.train.total_env_steps = cfg.train.total_env_steps
-    saved.train.progress = cfg.train.progress
-    return saved
+        return cfg, group_choices()
+    directory = resolve_checkpoint(cfg.resume)
+    recover_checkpoints(directory.parent)
+    directory = resolve_checkpoint(cfg.resume)
+    _, meta = load_checkpoint(directory)
+    source = directory / "meta.json"
+    saved_config = meta.get("config")
+    if not isinstance(saved_config, dict):
+        raise ResumeError(f"{source}: has no saved run config (key 'config'); cannot resume from it")
+    saved_choices = {str(k): str(v) for k, v in dict(meta.get("choices") or {}).items()}
+    current_choices = group_choices()
+    dotted: list[str] = []
+    for override in overrides or []:
+        parsed = _override_key(override)
+        if parsed is None:
+            raise ResumeError(f"override {override!r} cannot be applied on resume (only key=value)")
+        key, value = parsed
+        if key == "resume":
+            continue
+        if key in current_choices or key in saved_choices:
+            saved = saved_choices.get(key)
+            if saved is not None and saved != current_choices.get(key, value):
+                raise ResumeError(
+                    f"cannot resume {cfg.resume} with {key}={value}: the saved run is "
+                    f"{_pair(saved_choices)}; resume keeps the saved {key} ({key}={saved}) or drop {key}="
+                )
+            continue
+        dotted.append(key)
+    check_trusted(saved_config, str(source), trusted=dotted)
+    merged = OmegaConf.create(saved_config)
+    for key in dotted:
+        OmegaConf.update(merged, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
+    for key in ("agent._target_", "env.vector._target_"):
+        before, after = OmegaConf.select(OmegaConf.create(saved_config), key), OmegaConf.select(merged, key)
+        if before != after:
+            raise ResumeError(f"cannot resume {cfg.resume} with {key}={after}: the saved run used {before}")
+    merged.resume = str(cfg.resume)
+    return merged, saved_choices
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train, checkpoint and evaluate as ``cfg`` says; returns the final metrics."""
+def _pair(choices: dict[str, str]) -> str:
+    return f"env={choices.get('env', '?')} agent={choices.get('agent', '?')}"
+
+
+RUN_MARKER = ".rlenv-run"
+
+
+def claim_run_dir(run_dir: Path) -> None:
+    """Make ``run_dir`` this run's own: refuse one that another run already uses.
+
+    The marker file is created exclusively, so of two runs started on the same directory
+    only one proceeds; the other fails naming the directory.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    taken = [name for name in ("config.yaml", "checkpoints", "metrics.json") if (run_dir / name).exists()]
+    try:
+        fd = os.open(run_dir / RUN_MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        taken.append(RUN_MARKER)
+    else:
+        with os.fdopen(fd, "w") as file:
+            file.write(json.dumps({"pid": os.getpid(), "started": time.time()}) + "\n")
+        if taken:
+            os.unlink(run_dir / RUN_MARKER)
+    if taken:
+        raise FileExistsError(
+            f"run directory {run_dir} already holds a run ({', '.join(taken)}); "
+            f"start in a new directory (hydra.run.dir=...) or continue that run with resume={run_dir}"
+        )
+
+
+def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train, checkpoint and evaluate as ``cfg`` says; returns the final metrics.
+
+    Args:
+        cfg: the composed config.
+        run_dir: a new directory for this run (a directory another run uses is refused).
+        overrides: the command-line overrides (on ``resume=``, these change the saved config;
+            taken from Hydra when ``None`` inside a Hydra app).
+    """
     run_dir = Path(run_dir)
     check_config(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = resume_config(cfg)
+    if overrides is None and HydraConfig.initialized():
+        overrides = list(HydraConfig.get().overrides.task)
+    cfg, choices = resume_config(cfg, overrides)
+    check_config(cfg)
+    claim_run_dir(run_dir)
     if cfg.train.torch_threads:
         torch.set_num_threads(int(cfg.train.torch_threads))
     seed_everything(int(cfg.seed))
     device = resolve_device(cfg.device)
     env, agent = build(cfg, device)
+    collector = make_collector(cfg, env, agent)
+    checkpointer = Checkpointer(run_dir, cfg, env, agent, collector, choices)
     logger = instantiate(cfg.logger, log_dir=str(run_dir)) if cfg.logger else NullLogger()
-    logger.text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```")
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    trainer = restore(cfg, agent)
     try:
-        trainer = train_loop(cfg, run_dir, env, agent, logger, trainer)
-        write_checkpoint(run_dir, cfg, env, agent, trainer)
+        logger.text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```")
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+        trainer = restore(cfg, agent, collector)
+        trainer = train_loop(cfg, env, agent, collector, checkpointer, logger, trainer)
+        checkpointer.write(trainer)
         results = evaluate_agent(
             agent, cfg.env, seed=int(cfg.seed) + 1_000_003, device=device, progress=bool(cfg.train.progress)
         )
@@ -241,15 +477,23 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     return final
 
 
-def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+def write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    metrics = run(cfg, HydraConfig.get().runtime.output_dir)
+    try:
+        metrics = run(cfg, HydraConfig.get().runtime.output_dir)
+    except Interrupted as stop:
+        log.warning("%s; continue with resume=%s", stop, HydraConfig.get().runtime.output_dir)
+        sys.exit(128 + stop.signum)
     return float(metrics.get(cfg.get("objective") or "", 0.0))
 
 

@@ -71,8 +71,8 @@ def test_same_seed_same_result(tmp_path):
 
 def test_resume_continues_from_checkpoint(tmp_path):
     train.run(tiny_config("ppo"), tmp_path / "a")
-    resumed = tiny_config("ppo", f"resume={tmp_path / 'a'}", "train.total_env_steps=512")
-    metrics = train.run(resumed, tmp_path / "b")
+    overrides = [f"resume={tmp_path / 'a'}", "train.total_env_steps=512"]
+    metrics = train.run(tiny_config("ppo", *overrides), tmp_path / "b", overrides=overrides)
     assert metrics["perf/env_steps"] == 512
     state_a, _ = agents.run.checkpoint.load_checkpoint(tmp_path / "a")
     state_b, _ = agents.run.checkpoint.load_checkpoint(tmp_path / "b")

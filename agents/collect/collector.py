@@ -12,6 +12,7 @@ from gymnasium.vector import AutoresetMode
 from torch import Tensor
 
 from agents.core.base import Agent, Observation, Rollout, map_observation
+from rlenv.env_state import get_env_state, set_env_state
 
 
 @dataclass
@@ -155,6 +156,35 @@ class RolloutCollector:
         self.resetting = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         if self.mode != AutoresetMode.DISABLED:
             self._reset(seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue the same episodes: the env's state
+        (:func:`rlenv.env_state.get_env_state`), the current observations and the running
+        episode returns and lengths."""
+        return {
+            "env": get_env_state(self.env),
+            "obs": self.obs,
+            "mask": self.mask,
+            "masked": self.masked,
+            "resetting": self.resetting,
+            "episode_return": self.episode_return,
+            "episode_length": self.episode_length,
+            "rollouts": self.rollouts,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_env_state(self.env, state["env"])
+        self.obs = (
+            map_observation(lambda t: t.to(self.device).clone(), state["obs"])
+            if state["obs"] is not None
+            else None
+        )
+        self.mask = state["mask"].to(self.device) if state["mask"] is not None else None
+        self.masked = bool(state["masked"])
+        self.resetting = state["resetting"].to(self.device).clone()
+        self.episode_return = state["episode_return"].to(self.device).clone()
+        self.episode_length = state["episode_length"].to(self.device).clone()
+        self.rollouts = int(state["rollouts"])
 
     def _reset(self, seed: int | None) -> None:
         obs, info = self.env.reset(seed=seed)
