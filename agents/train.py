@@ -273,6 +273,9 @@ def train_loop(
 
     def checkpoint() -> Path:
         trainer["train_seconds"] = seconds_at_start + time.perf_counter() - started
+        flush = getattr(logger, "flush", None)
+        if flush is not None:
+            flush()  # what was logged up to a checkpoint survives a kill after it
         return checkpointer.write(trainer)
 
     with StopSignals() as signals:

@@ -30,6 +30,9 @@ class NullLogger:
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
         pass
 
+    def flush(self) -> None:
+        """Write what was logged to disk (done at every checkpoint)."""
+
     def close(self) -> None:
         pass
 
@@ -61,6 +64,9 @@ class TensorBoardLogger(NullLogger):
         file_writer = self.writer._get_file_writer()
         for summary in (experiment, session_start, session_end):
             file_writer.add_summary(summary)
+        self.writer.flush()
+
+    def flush(self) -> None:
         self.writer.flush()
 
     def close(self) -> None:
