@@ -6,7 +6,9 @@ generators that draw opponents and prompts. An env that defines ``get_state()`` 
 attribute that holds plain data (numbers, strings, tensors, arrays, lists, tuples and dicts
 of those) or a random generator (NumPy, torch, Python) is recorded, and the walk goes on
 into the envs an object wraps (``env``, ``envs``, ...). Other attributes (spaces, models,
-tokenizers, renderers, callables) are taken to be configuration and left alone.
+tokenizers, renderers, callables) and large Python containers (more than
+``MAX_CONTAINER_ITEMS`` items, such as transition tables) are taken to be configuration and
+left alone.
 
 This covers Gymnasium's pure-Python envs (classic control, toy text), its wrappers and its
 synchronous and NumPy-vectorized envs, and the envs of this project. An env whose state
@@ -26,23 +28,39 @@ import torch
 
 _PLAIN = (bool, int, float, str, type(None))
 _MAX_DEPTH = 32
+# Python containers (lists, tuples, dicts, nested) with more items than this are taken to be
+# configuration, not state: e.g. the transition tables ``P`` of Gymnasium's toy-text envs.
+# Tensors and arrays count as state whatever their size.
+MAX_CONTAINER_ITEMS = 4096
 
 
 def _is_env(value: Any) -> bool:
     return isinstance(value, (gym.Env, gym.vector.VectorEnv, gym.Wrapper, gym.vector.VectorWrapper))
 
 
-def _plain(value: Any, depth: int = 0) -> bool:
+def _plain(value: Any) -> bool:
+    """Whether ``value`` is plain data small enough to be state (see ``MAX_CONTAINER_ITEMS``)."""
+    budget = [MAX_CONTAINER_ITEMS]
+    return _plain_within(value, 0, budget)
+
+
+def _plain_within(value: Any, depth: int, budget: list[int]) -> bool:
     if depth > _MAX_DEPTH:
         return False
     if isinstance(value, _PLAIN):
         return True
-    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
-        return not (isinstance(value, np.ndarray) and value.dtype.kind not in "biuf")
-    if isinstance(value, (list, tuple)):
-        return all(_plain(item, depth + 1) for item in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, _PLAIN) and _plain(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (torch.Tensor, np.generic)):
+        return True
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "biuf"
+    if isinstance(value, (list, tuple, dict)):
+        budget[0] -= len(value)
+        if budget[0] < 0:
+            return False
+        if isinstance(value, dict):
+            items = value.items()
+            return all(isinstance(k, _PLAIN) and _plain_within(v, depth + 1, budget) for k, v in items)
+        return all(_plain_within(item, depth + 1, budget) for item in value)
     return False
 
 
@@ -146,7 +164,9 @@ def _set_object_state(obj: Any, state: dict[str, Any]) -> None:
         current = getattr(obj, name)
         if isinstance(child, list):
             if len(child) != len(current):
-                raise ValueError(f"saved env state has {len(child)} sub-envs in {name!r}, this env {len(current)}")
+                raise ValueError(
+                    f"saved env state has {len(child)} sub-envs in {name!r}, this env {len(current)}"
+                )
             for sub, sub_state in zip(current, child, strict=True):
                 _set_object_state(sub, sub_state)
         else:

@@ -42,6 +42,10 @@ def _encode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
         tensors[key] = value.detach().cpu().contiguous()
         return {"__tensor__": key}
     if isinstance(value, np.ndarray):
+        if value.dtype.isnative and value.dtype.str.lstrip("<>=|") in _TENSOR_DTYPES:
+            key = f"t{len(tensors)}"
+            tensors[key] = torch.from_numpy(np.ascontiguousarray(value)).clone()
+            return {"__array__": key}
         return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
     if isinstance(value, dict):
         return {"__dict__": [[_encode_key(k), _encode(v, tensors)] for k, v in value.items()]}
@@ -74,6 +78,8 @@ class CheckpointError(ValueError):
         self.problem = problem
 
 
+# numpy dtypes stored as tensors in the safetensors file (others go to state.json as lists)
+_TENSOR_DTYPES = ("b1", "u1", "i1", "i2", "i4", "i8", "f2", "f4", "f8")
 # dtypes an array in state.json may have (no object arrays)
 _ARRAY_KINDS = "biuf"
 
@@ -90,6 +96,11 @@ def _decode(value: Any, tensors: dict[str, torch.Tensor], where: str = "state") 
         if not isinstance(key, str) or key not in tensors:
             raise ValueError(f"{where} names tensor {key!r}, which {TENSORS_FILE} does not hold")
         return tensors[key]
+    if set(value) == {"__array__"}:
+        key = value["__array__"]
+        if not isinstance(key, str) or key not in tensors:
+            raise ValueError(f"{where} names tensor {key!r}, which {TENSORS_FILE} does not hold")
+        return tensors[key].numpy().copy()
     if set(value) == {"__ndarray__", "dtype"}:
         dtype = np.dtype(value["dtype"]) if isinstance(value["dtype"], str) else None
         if dtype is None or dtype.kind not in _ARRAY_KINDS:
