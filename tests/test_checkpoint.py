@@ -101,3 +101,90 @@ def test_rng_state_restores_all_generators():
 )
 def test_spaces_round_trip(space):
     assert space_from_json(json.loads(json.dumps(space_to_json(space)))) == space
+
+
+def test_a_replace_interrupted_between_its_renames_is_recovered(tmp_path):
+    from agents.run.checkpoint import recover_checkpoints
+
+    checkpoints = tmp_path / "run" / "checkpoints"
+    save_checkpoint(checkpoints / "update_1", {"v": torch.zeros(1)}, {"n": 1})
+    write_latest(checkpoints, "update_1")
+    # the state a kill leaves after the old copy was moved aside, before the new one moved in
+    aside = checkpoints / ".update_1.old-abc"
+    aside.mkdir()
+    (checkpoints / "update_1").rename(aside / "update_1")
+    (checkpoints / ".update_1.tmp-def").mkdir()
+    (checkpoints / ".update_1.tmp-def" / "tensors.safetensors").write_bytes(b"half")
+    state, meta = load_checkpoint(tmp_path / "run")  # still loadable
+    assert meta == {"n": 1}
+    done = recover_checkpoints(checkpoints)
+    assert any("restored update_1" in line for line in done)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "update_1"]
+    assert load_checkpoint(tmp_path / "run")[1] == {"n": 1}
+
+
+def test_latest_naming_a_missing_or_hostile_directory_falls_back_to_the_newest(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    for n in (1, 2):
+        save_checkpoint(checkpoints / f"update_{n}", {"v": torch.full((1,), float(n))}, {"n": n})
+    for pointer in ("update_9\n", "../../etc\n", "\x00\xff"):
+        (checkpoints / "latest").write_bytes(pointer.encode("latin-1"))
+        assert resolve_checkpoint(tmp_path) == checkpoints / "update_2"
+
+
+def test_pruning_keeps_the_newest_and_the_best(tmp_path):
+    from agents.run.checkpoint import prune_checkpoints, write_pointer
+
+    checkpoints = tmp_path / "checkpoints"
+    for n in range(6):
+        save_checkpoint(checkpoints / f"update_{n:07d}", {"v": torch.zeros(1)}, {"n": n})
+    write_latest(checkpoints, "update_0000005")
+    write_pointer(checkpoints, "best", "update_0000001")
+    removed = prune_checkpoints(checkpoints, keep=2)
+    assert removed == ["update_0000000", "update_0000002", "update_0000003"]
+    left = sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("update"))
+    assert left == ["update_0000001", "update_0000004", "update_0000005"]
+    assert prune_checkpoints(checkpoints, keep=None) == []
+
+
+WRITER = """
+import sys, torch
+from agents.run.checkpoint import save_checkpoint, write_latest
+root = sys.argv[1]
+for i in range(10**6):
+    name = f"update_{i % 3}"  # rewrites existing checkpoints too
+    save_checkpoint(f"{root}/{name}", {"w": torch.full((20000,), float(i))}, {"i": i})
+    write_latest(root, name)
+    print(i, flush=True)
+"""
+
+
+def test_a_kill_at_any_instant_of_a_write_leaves_a_loadable_latest(tmp_path):
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from agents.run.checkpoint import recover_checkpoints
+
+    root_dir = Path(__file__).resolve().parents[1]
+    rng = random.Random(0)
+    env = {**os.environ, "PYTHONPATH": str(root_dir)}
+    for attempt in range(4):
+        checkpoints = tmp_path / f"c{attempt}"
+        process = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(checkpoints)], env=env, stdout=subprocess.PIPE, text=True
+        )
+        assert process.stdout is not None
+        process.stdout.readline()  # one complete checkpoint exists
+        time.sleep(rng.uniform(0.0, 0.5))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        state, meta = load_checkpoint(checkpoints)
+        assert state["w"][0].item() == meta["i"]
+        recover_checkpoints(checkpoints)
+        assert not [p for p in checkpoints.iterdir() if p.name.startswith(".")]
+        assert load_checkpoint(checkpoints)[1]["i"] >= meta["i"] - 3

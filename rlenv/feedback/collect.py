@@ -29,7 +29,15 @@ from typing import Any
 
 from rlenv.feedback.consensus import consensus
 from rlenv.feedback.human import TerminalLabeler
-from rlenv.feedback.items import Item, LabelingSummary, append_item, item_key, labeled_keys, load_items
+from rlenv.feedback.items import (
+    Item,
+    LabelingSummary,
+    append_item,
+    check_all_storable,
+    item_key,
+    labeled_keys,
+    load_items,
+)
 from rlenv.feedback.labelers import Labeler, SentimentLabeler, ToxicityLabeler, label_with_panel
 from rlenv.feedback.rankings import RankingRecord, append_ranking, load_rankings
 
@@ -65,6 +73,7 @@ def label_panel(
     todo = [
         i for i in items if not all(item_key(i.prompt, i.completions, criterion, n) in done for n in names)
     ]
+    check_all_storable(todo)
     summary = LabelingSummary(already_done=len(items) - len(todo), remaining=len(todo))
     for item in todo:
         labels = tuple(label_with_panel(labelers, item.prompt, item.completions))

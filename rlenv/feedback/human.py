@@ -14,17 +14,27 @@ completions, and answers with one line:
 A bad answer is explained and asked again. Each answer is appended to the
 output file at once (see :func:`rlenv.feedback.rankings.append_ranking`), so
 Ctrl-C loses nothing, and a rerun skips the items this labeler already ranked.
+
+Text from the model is shown, never obeyed: control characters (ESC, BEL, C1
+controls such as ``\\x9b``, DEL, a lone carriage return), bidirectional overrides
+and isolates, and other characters a terminal may act on are printed as visible
+escapes (``\\x1b``, ``\\u202e``), so a completion cannot clear the screen, set the
+window title, write the clipboard, hide or reorder text. Each completion keeps one
+numbered block: its later lines are indented under the number behind a ``|``, so
+no line of a completion can pass for another numbered option. The prompt's lines
+are shown behind ``>`` the same way.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from rlenv.feedback.items import Item, LabelingSummary, item_key, labeled_keys
+from rlenv.feedback.items import Item, LabelingSummary, check_all_storable, item_key, labeled_keys
 from rlenv.feedback.rankings import Label, RankingRecord, append_ranking
 
 INSTRUCTIONS = """\
@@ -44,6 +54,48 @@ Flagged completions count as worse than every unflagged one.
 Every answer is saved immediately: stop at any time (q or Ctrl-C) and rerun the
 same command to continue where you stopped.
 """
+
+
+# Shown escaped: control (Cc), format (Cf: bidi marks, embeddings, overrides and isolates,
+# zero-width and tag characters, the BOM) and surrogate (Cs) characters, and the line and
+# paragraph separators (Zl, Zp); newline and tab are kept.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def visible(text: str) -> str:
+    """``text`` with every character a terminal could act on written as a visible escape.
+
+    Newlines (``\\n``, or ``\\r\\n`` taken as one) and tabs are kept; control, format and
+    surrogate characters and line/paragraph separators, a lone ``\\r`` included, become
+    ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``.
+    """
+    if text.isprintable():
+        return text
+    text = text.replace("\r\n", "\n")
+    return "".join(
+        _escape(char) if char not in "\n\t" and unicodedata.category(char) in _UNSAFE_CATEGORIES else char
+        for char in text
+    )
+
+
+def block(head: str, text: str) -> list[str]:
+    """``text`` made :func:`visible`: its first line after ``head``, later lines indented under it.
+
+    Continuation lines start with as many spaces as ``head`` is long, then ``"| "``, so no
+    line of ``text`` can pass for a new ``head``.
+    """
+    lines = visible(text).split("\n")
+    indent = " " * len(head)
+    return [f"{head}{lines[0]}"] + [f"{indent}| {line}" for line in lines[1:]]
 
 
 @dataclass(frozen=True)
@@ -104,13 +156,16 @@ class TerminalLabeler:
         print(text, file=self.output, flush=True)
 
     def instructions(self) -> str:
-        return INSTRUCTIONS.format(task=self.task, criterion=self.criterion)
+        return INSTRUCTIONS.format(task=visible(self.task), criterion=visible(self.criterion))
 
     def show(self, item: Item, position: int, total: int, flagged: set[int]) -> None:
-        self._say(f"\n--- prompt {position}/{total} ---\n{item.prompt}\n")
+        """Print the prompt and its numbered completions, made safe (see the module docstring)."""
+        prompt = [f"> {line}" for line in visible(item.prompt).split("\n")]
+        lines = [f"\n--- prompt {position}/{total} ---", *prompt, ""]
         for k, completion in enumerate(item.completions, start=1):
             mark = " [flagged]" if k - 1 in flagged else ""
-            self._say(f"  ({k}){mark} {completion}")
+            lines += block(f"  ({k}){mark} ", completion)
+        self._say("\n".join(lines))
 
     def ask(self, item: Item, position: int, total: int) -> Label | str:
         """Ask until a valid answer; return the :class:`Label`, ``"skip"`` or ``"quit"``."""
@@ -144,6 +199,7 @@ class TerminalLabeler:
         """Label every item not yet ranked by this labeler, appending each answer to ``out_path``."""
         done = labeled_keys(out_path)
         todo = [i for i in items if item_key(i.prompt, i.completions, self.criterion, self.name) not in done]
+        check_all_storable(todo)
         summary = LabelingSummary(already_done=len(items) - len(todo), remaining=len(todo))
         self._say(self.instructions())
         self._say(

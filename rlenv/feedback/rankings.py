@@ -30,7 +30,19 @@ prompt (blank lines are ignored). Each object has these keys:
   settings, ...); kept as is.
 
 No other keys are allowed, so that a typo such as ``"lables"`` is reported
-instead of silently ignored. Example line::
+instead of silently ignored.
+
+Text and numbers: every string (prompt, completions, criterion, labeler, id, and
+the keys and strings inside ``meta``) must be valid Unicode without control
+characters other than newline, tab and carriage return: no lone surrogate such
+as the escape ``"\\ud800"``, no ``"\\u001b"`` (ESC), no C1 control. Integers lie
+in ``-2**63 .. 2**63 - 1`` (ranks in ``1 .. 2**31 - 1``), numbers are finite (no
+``NaN`` or ``Infinity``), and arrays and objects nest at most
+:data:`MAX_NESTING` levels deep (the record object itself is level 1). The same
+rules hold when reading and when writing, so a file written here always reads
+back.
+
+Example line::
 
     {"prompt": "My house is too hot.", "completions": ["Open a window.",
      "Buy a fan.", "Move."], "criterion": "helpfulness",
@@ -43,6 +55,9 @@ criterion.
 
 ## Writing safely
 
+Every writer (:func:`append_ranking`, :func:`write_rankings`, and the
+:class:`RankingRecord` constructor) checks a record against the rules above
+first and raises ``ValueError`` naming the field, writing nothing.
 :func:`append_ranking` writes one whole line with a single write call, then
 flushes and fsyncs, so a crash loses at most the line being written. If a
 crash left a partial last line, the next append detects it, moves the
@@ -53,7 +68,10 @@ complete line, so earlier lines are never touched.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import reprlib
 import sys
 import tempfile
 import warnings
@@ -70,6 +88,137 @@ except ImportError:  # pragma: no cover - non-POSIX systems
 REQUIRED_KEYS = ("prompt", "completions", "criterion", "labels")
 OPTIONAL_KEYS = ("id", "meta")
 LABEL_KEYS = ("labeler", "ranks", "flagged")
+
+MAX_NESTING = 64
+"""Most levels of arrays and objects in one line (the record object is level 1)."""
+MAX_RANK = 2**31 - 1
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+# Longer integer literals are refused while parsing (Python converts at least 640 digits
+# whatever its int_max_str_digits setting); shorter ones are range-checked with their field.
+_MAX_INT_LITERAL = 640
+
+# Unicode category Cc except \t, \n, \r, and every surrogate code point (category Cs).
+_FORBIDDEN_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+class _Brief(reprlib.Repr):
+    """``repr`` shortened for error messages; never fails on huge integers or deep nesting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxtuple, self.maxdict = 3, 8, 8, 6
+        self.maxstring, self.maxother, self.maxlong = 60, 60, 40
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:
+            return f"<integer of about {int(x.bit_length() * math.log10(2)) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+_brief = _Brief().repr
+
+
+def check_text(value: str, where: str) -> None:
+    """``ValueError`` naming ``where`` and the character if ``value`` holds a lone surrogate
+    or a control character other than ``\\n``, ``\\t`` and ``\\r`` (see the module docstring)."""
+    found = _FORBIDDEN_CHAR.search(value)
+    if found is None:
+        return
+    char, index = found.group(), found.start()
+    if "\ud800" <= char <= "\udfff":
+        raise ValueError(
+            f"{where} holds a lone surrogate {char!r} at index {index}: not valid Unicode, so it "
+            "cannot be stored as UTF-8"
+        )
+    raise ValueError(
+        f"{where} holds the control character {char!r} at index {index}: only \\n, \\t and \\r "
+        "are allowed in text"
+    )
+
+
+def check_json_value(value: Any, where: str, depth: int) -> None:
+    """``ValueError`` for the first part of ``value`` that is not plain, storable JSON.
+
+    ``depth`` is the nesting level of ``value`` if it is an array or an object. Walks
+    without recursion, so any nesting depth (or a cycle) gives an error, not a crash.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, where, depth)]
+    while stack:
+        item, at, level = stack.pop()
+        if item is None or isinstance(item, bool):
+            continue
+        if isinstance(item, str):
+            check_text(item, at)
+        elif isinstance(item, int):
+            if not INT_MIN <= item <= INT_MAX:
+                raise ValueError(
+                    f"{at} = {_brief(item)} is out of range: integers must lie in -2**63..2**63-1 "
+                    "(store larger numbers as strings)"
+                )
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError(f"{at} is {item!r}: numbers must be finite (no NaN or Infinity)")
+        elif isinstance(item, (Mapping, list, tuple)):
+            if level > MAX_NESTING:
+                shown = at if len(at) <= 100 else f"{at[:60]}...{at[-30:]}"
+                raise ValueError(
+                    f"{shown} is nested too deeply: more than {MAX_NESTING} levels of arrays/objects"
+                )
+            if isinstance(item, Mapping):
+                children = []
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        raise ValueError(f"{at} has a key {_brief(key)} that is not a string")
+                    check_text(key, f"the key {_brief(key)} of {at}")
+                    children.append((child, f"{at}[{_brief(key)}]", level + 1))
+            else:
+                children = [(child, f"{at}[{k}]", level + 1) for k, child in enumerate(item)]
+            stack.extend(reversed(children))
+        else:
+            raise ValueError(
+                f"{at} must be JSON (string, number, true/false, null, list or object), "
+                f"got {type(item).__name__}: {_brief(item)}"
+            )
+
+
+def _parse_int(literal: str) -> int:
+    digits = len(literal.lstrip("-"))
+    if digits > _MAX_INT_LITERAL:
+        raise ValueError(
+            f"integer {literal[:12]}... with {digits} digits is out of range: integers must lie in "
+            "-2**63..2**63-1"
+        )
+    return int(literal)
+
+
+def _too_deep(text: str) -> bool:
+    """Whether a JSON text nests arrays and objects more than :data:`MAX_NESTING` levels deep.
+
+    Exact for valid JSON; linear time, no recursion.
+    """
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return False
+    # Drop escaped backslashes, then escaped quotes: what remains splits on '"' into
+    # outside-string (even) and inside-string (odd) parts.
+    outside = "".join(text.replace("\\\\", "").replace('\\"', "").split('"')[::2])
+    depth = 0
+    for char in re.sub(r"[^\[\]{}]", "", outside):
+        depth += 1 if char in "[{" else -1
+        if depth > MAX_NESTING:
+            return True
+    return False
+
+
+def loads_line(text: str) -> Any:
+    """Parse one JSON line, refusing what would crash the parser: deep nesting, huge integers.
+
+    Raises ``json.JSONDecodeError`` for malformed JSON and ``ValueError`` for the rest;
+    never ``RecursionError``. ``NaN``, ``Infinity`` and out-of-range numbers parse;
+    :func:`validate_record` refuses them naming their field.
+    """
+    if _too_deep(text):
+        raise ValueError(f"nested too deeply: more than {MAX_NESTING} levels of arrays/objects")
+    return json.loads(text, parse_int=_parse_int)
 
 
 @dataclass(frozen=True)
@@ -93,7 +242,28 @@ class RankingRecord:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        _check_record_fields(self)
         validate_record(record_to_dict(self))
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def _check_record_fields(record: RankingRecord) -> None:
+    """``ValueError`` for fields of the wrong kind, before :func:`record_to_dict` reads them."""
+    if not _is_sequence(record.completions):
+        raise ValueError(f"completions must be a tuple of strings, got {_brief(record.completions)}")
+    if not _is_sequence(record.labels) or not all(isinstance(lab, Label) for lab in record.labels):
+        raise ValueError(f"labels must be a tuple of Label, got {_brief(record.labels)}")
+    for i, label in enumerate(record.labels):
+        if not _is_sequence(label.ranks) or not _is_sequence(label.flagged):
+            raise ValueError(
+                f"labels[{i}]: ranks and flagged must be tuples of integers, got "
+                f"{_brief(label.ranks)} and {_brief(label.flagged)}"
+            )
+    if not isinstance(record.meta, Mapping):
+        raise ValueError(f"meta must be a mapping, got {type(record.meta).__name__}")
 
 
 @dataclass(frozen=True)
@@ -118,66 +288,91 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _unknown_keys(obj: Mapping[Any, Any], allowed: Sequence[str]) -> list[Any]:
+    return sorted(set(obj) - set(allowed), key=repr)
+
+
 def _validate_label(label: Any, n: int, where: str) -> None:
     if not isinstance(label, Mapping):
         raise ValueError(f"{where} must be an object, got {type(label).__name__}")
-    unknown = sorted(set(label) - set(LABEL_KEYS))
+    unknown = _unknown_keys(label, LABEL_KEYS)
     if unknown:
-        raise ValueError(f"{where} has unknown keys {unknown} (allowed: {list(LABEL_KEYS)})")
+        raise ValueError(f"{where} has unknown keys {_brief(unknown)} (allowed: {list(LABEL_KEYS)})")
     labeler = label.get("labeler")
     if not isinstance(labeler, str) or not labeler:
-        raise ValueError(f"{where}.labeler must be a non-empty string, got {labeler!r}")
+        raise ValueError(f"{where}.labeler must be a non-empty string, got {_brief(labeler)}")
+    check_text(labeler, f"{where}.labeler")
     ranks = label.get("ranks")
     if not isinstance(ranks, list):
-        raise ValueError(f"{where}.ranks must be a list of {n} positive integers, got {ranks!r}")
+        raise ValueError(f"{where}.ranks must be a list of {n} positive integers, got {_brief(ranks)}")
     if len(ranks) != n:
-        raise ValueError(f"{where}.ranks has {len(ranks)} entries for {n} completions: {ranks}")
+        raise ValueError(f"{where}.ranks has {len(ranks)} entries for {n} completions: {_brief(ranks)}")
     bad = [r for r in ranks if not _is_int(r) or r < 1]
     if bad:
-        raise ValueError(f"{where}.ranks must be positive integers (1 = best), got {bad} in {ranks}")
+        raise ValueError(
+            f"{where}.ranks must be positive integers (1 = best), got {_brief(bad)} in {_brief(ranks)}"
+        )
+    too_large = [k for k, r in enumerate(ranks) if r > MAX_RANK]
+    if too_large:
+        k = too_large[0]
+        raise ValueError(
+            f"{where}.ranks[{k}] = {_brief(ranks[k])} is too large: ranks lie in 1..{MAX_RANK} "
+            "(only their order matters)"
+        )
     flagged = label.get("flagged", [])
     if not isinstance(flagged, list) or not all(_is_int(i) for i in flagged):
-        raise ValueError(f"{where}.flagged must be a list of completion indices, got {flagged!r}")
+        raise ValueError(f"{where}.flagged must be a list of completion indices, got {_brief(flagged)}")
     out_of_range = [i for i in flagged if not 0 <= i < n]
     if out_of_range:
-        raise ValueError(f"{where}.flagged index {out_of_range[0]} out of range (valid: 0..{n - 1})")
+        raise ValueError(f"{where}.flagged index {_brief(out_of_range[0])} out of range (valid: 0..{n - 1})")
     if len(set(flagged)) != len(flagged):
-        raise ValueError(f"{where}.flagged has repeated indices: {flagged}")
+        raise ValueError(f"{where}.flagged has repeated indices: {_brief(flagged)}")
 
 
 def validate_record(obj: Any) -> None:
-    """Raise ``ValueError`` naming the first problem if ``obj`` is not a valid record dict."""
+    """Raise ``ValueError`` naming the first problem if ``obj`` is not a valid record dict.
+
+    Checks everything the module docstring asks for, text and numbers included.
+    """
     if not isinstance(obj, Mapping):
         raise ValueError(f"record must be a JSON object, got {type(obj).__name__}")
     missing = [k for k in REQUIRED_KEYS if k not in obj]
     if missing:
         raise ValueError(f"missing required field(s) {missing}")
-    unknown = sorted(set(obj) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+    unknown = _unknown_keys(obj, REQUIRED_KEYS + OPTIONAL_KEYS)
     if unknown:
         allowed = list(REQUIRED_KEYS + OPTIONAL_KEYS)
-        raise ValueError(f"unknown field(s) {unknown} (allowed: {allowed})")
+        raise ValueError(f"unknown field(s) {_brief(unknown)} (allowed: {allowed})")
     if not isinstance(obj["prompt"], str):
         raise ValueError(f"prompt must be a string, got {type(obj['prompt']).__name__}")
+    check_text(obj["prompt"], "prompt")
     completions = obj["completions"]
     if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
-        raise ValueError(f"completions must be a list of strings, got {completions!r:.80}")
+        raise ValueError(f"completions must be a list of strings, got {_brief(completions)}")
     if len(completions) < 2:
         raise ValueError(f"completions must hold at least 2 entries, got {len(completions)}")
+    for i, completion in enumerate(completions):
+        check_text(completion, f"completions[{i}]")
     if not isinstance(obj["criterion"], str) or not obj["criterion"]:
-        raise ValueError(f"criterion must be a non-empty string, got {obj['criterion']!r}")
+        raise ValueError(f"criterion must be a non-empty string, got {_brief(obj['criterion'])}")
+    check_text(obj["criterion"], "criterion")
     labels = obj["labels"]
     if not isinstance(labels, list) or not labels:
-        raise ValueError(f"labels must be a non-empty list, got {labels!r:.80}")
+        raise ValueError(f"labels must be a non-empty list, got {_brief(labels)}")
     for i, label in enumerate(labels):
         _validate_label(label, len(completions), f"labels[{i}]")
     names = [label["labeler"] for label in labels]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise ValueError(f"labeler(s) {repeated} appear more than once in labels")
-    if "id" in obj and not isinstance(obj["id"], str):
-        raise ValueError(f"id must be a string, got {obj['id']!r}")
-    if "meta" in obj and not isinstance(obj["meta"], Mapping):
-        raise ValueError(f"meta must be an object, got {type(obj['meta']).__name__}")
+        raise ValueError(f"labeler(s) {_brief(repeated)} appear more than once in labels")
+    if "id" in obj:
+        if not isinstance(obj["id"], str):
+            raise ValueError(f"id must be a string, got {_brief(obj['id'])}")
+        check_text(obj["id"], "id")
+    if "meta" in obj:
+        if not isinstance(obj["meta"], Mapping):
+            raise ValueError(f"meta must be an object, got {type(obj['meta']).__name__}")
+        check_json_value(obj["meta"], "meta", 2)
 
 
 def record_from_dict(obj: Any) -> RankingRecord:
@@ -217,10 +412,17 @@ def record_to_dict(record: RankingRecord) -> dict[str, Any]:
     return obj
 
 
+def _plain_mapping(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")  # unreachable after validate_record
+
+
 def _encode_line(record: RankingRecord | Mapping[str, Any]) -> bytes:
-    obj = record_to_dict(record) if isinstance(record, RankingRecord) else dict(record)
+    obj = record_to_dict(record) if isinstance(record, RankingRecord) else record
     validate_record(obj)
-    return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, default=_plain_mapping)
+    return (text + "\n").encode("utf-8")
 
 
 def read_rankings(path: str | os.PathLike[str]) -> tuple[list[RankingRecord], list[SkippedLine]]:
@@ -234,10 +436,11 @@ def read_rankings(path: str | os.PathLike[str]) -> tuple[list[RankingRecord], li
             continue
         truncated = number == len(lines) and not data.endswith(b"\n")
         try:
-            obj = json.loads(raw.decode("utf-8"))
+            obj = loads_line(raw.decode("utf-8"))
             records.append(record_from_dict(obj))
         except UnicodeDecodeError as err:
-            skipped.append(SkippedLine(number, f"not valid UTF-8 ({err.reason} at byte {err.start})"))
+            where = f"{err.reason} at byte {err.start}: {raw[err.start : err.end]!r}"
+            skipped.append(SkippedLine(number, f"not valid UTF-8 ({where})"))
         except json.JSONDecodeError as err:
             hint = " (last line has no newline: probably an interrupted write)" if truncated else ""
             skipped.append(SkippedLine(number, f"invalid JSON: {err.msg} at column {err.colno}{hint}"))
@@ -297,7 +500,7 @@ def _repair_tail(fd: int, path: Path) -> None:
         start = chunk_start
     fragment = os.pread(fd, size - start, start)
     try:
-        validate_record(json.loads(fragment.decode("utf-8")))
+        validate_record(loads_line(fragment.decode("utf-8")))
     except ValueError:
         partial = path.with_name(path.name + ".partial")
         with open(partial, "ab") as sidecar:

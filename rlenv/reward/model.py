@@ -135,8 +135,8 @@ class RewardModel(nn.Module):
         from transformers import AutoModel, AutoTokenizer
 
         directory = resolve_encoder(path_or_name)
-        encoder = AutoModel.from_pretrained(directory, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        encoder = AutoModel.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
         return cls(encoder, tokenizer, max_length, pooling)
 
     def set_trainable_layers(self, count: int | None) -> int:
@@ -283,9 +283,13 @@ class RewardModel(nn.Module):
         if config.get("format") != FORMAT or config.get("version") != FORMAT_VERSION:
             found = (config.get("format"), config.get("version"))
             raise ValueError(f"{config_path}: format {found} is not ({FORMAT!r}, {FORMAT_VERSION})")
-        encoder_config = AutoConfig.from_pretrained(source / "encoder", local_files_only=True)
-        encoder = AutoModel.from_config(encoder_config)
-        tokenizer = AutoTokenizer.from_pretrained(source / "tokenizer", local_files_only=True)
+        encoder_config = AutoConfig.from_pretrained(
+            source / "encoder", local_files_only=True, trust_remote_code=False
+        )
+        encoder = AutoModel.from_config(encoder_config, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(
+            source / "tokenizer", local_files_only=True, trust_remote_code=False
+        )
         model = cls(encoder, tokenizer, int(config["max_length"]), str(config.get("pooling", "mean")))
         model.score_mean = float(config.get("score_mean", 0.0))
         model.score_std = float(config.get("score_std", 1.0))

@@ -73,5 +73,5 @@ def tiny_reward_model(
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        encoder = AutoModel.from_config(config)
+        encoder = AutoModel.from_config(config, trust_remote_code=False)
         return RewardModel(encoder, tokenizer, max_length, pooling)

@@ -166,6 +166,7 @@ def train_reward_model(
     min_agreement: float | None = None,
     min_pair_agreement: float | None = None,
     val_data: Sequence[RankingRecord] | Sequence[Pair] | None = None,
+    require_validation: bool = True,
     log: LogFn | None = None,
     save_dir: str | Path | None = None,
     progress: bool = True,
@@ -181,6 +182,11 @@ def train_reward_model(
     ``val_data``: held-out records given explicitly (then every record of ``data`` trains and
     ``val_fraction`` is unused); no prompt may be in both.
 
+    ``require_validation``: with no validation pair (too few prompts for ``val_fraction``,
+    or every held-out pair tied or filtered away) training raises ``ValueError`` saying
+    why and what to change. ``False`` trains anyway: the last epoch is kept and the
+    validation metrics are left out of the logs and of the result (never ``nan``).
+
     ``trainable_layers``: train only the head and the top N encoder layers; with
     ``cache_features`` the frozen layers' output is computed once per completion
     (:class:`rlenv.reward.features.FrozenFeatureCache`) and each epoch runs the top only.
@@ -190,16 +196,18 @@ def train_reward_model(
         ``train_loss``, ``best_epoch``, ``num_train_pairs``, ``num_val_pairs``,
         ``num_val_pairs_all``, ``score_mean``, ``score_std``, ``labeler_agreement`` and
         ``labeler_vs_consensus`` (when held-out records have several labelers); and
-        ``perf/reward_pairs_per_s``.
+        ``perf/reward_pairs_per_s``. No value is ``nan``.
     """
     from tqdm.auto import tqdm
 
-    log = log or (lambda name, value, step: None)
+    log = _skip_nan(log or (lambda name, value, step: None))
     pairs = split_pairs(data, val_fraction, seed, flagged_policy, min_agreement, min_pair_agreement, val_data)
     if not pairs.train:
         raise ValueError(
             f"no training pairs from {len(data)} item(s): all tied, filtered, flagged away or in validation"
         )
+    if not pairs.val and require_validation:
+        raise ValueError(no_validation_message(data, pairs, val_fraction, val_data, training=True))
     model.set_trainable_layers(trainable_layers)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
@@ -230,10 +238,61 @@ def train_reward_model(
     )
 
 
+def _skip_nan(log: LogFn) -> LogFn:
+    """``log`` that drops ``nan`` values (validation metrics without validation pairs)."""
+
+    def logged(name: str, value: float, step: int) -> None:
+        if not math.isnan(value):
+            log(name, value, step)
+
+    return logged
+
+
+def no_validation_message(
+    data: Sequence[RankingRecord] | Sequence[Pair],
+    pairs: PairData,
+    val_fraction: float,
+    val_data: Sequence[RankingRecord] | Sequence[Pair] | None,
+    training: bool,
+) -> str:
+    """Why a split has no validation pair, and what to change (for the ``ValueError``)."""
+    kind = "pair(s)" if data and isinstance(data[0], Pair) else "record(s)"
+    prompts = len({item.prompt for item in data})
+    purpose = "measure val_accuracy and keep the best epoch" if training else "measure val_accuracy"
+    text = (
+        f"no validation pairs: {len(data)} {kind} with {prompts} distinct prompt(s) give "
+        f"{len(pairs.train)} training pair(s) and 0 validation pairs; at least 1 validation pair "
+        f"is needed to {purpose}. "
+    )
+    held_out = len(val_data) if val_data is not None else len(pairs.val_records)
+    source = (
+        f"The {held_out} item(s) of val_data"
+        if val_data is not None
+        else f"The {held_out} held-out record(s)"
+    )
+    advice = ["add more ranked prompts", "give explicit validation data (val_data=<rankings file>)"]
+    if pairs.val_all:
+        text += (
+            f"{source} give {len(pairs.val_all)} pair(s), all dropped by min_agreement / min_pair_agreement."
+        )
+        advice.insert(0, "loosen min_pair_agreement / min_agreement")
+    elif held_out:
+        text += f"{source} give no pair: their (consensus) ranks tie every completion or flag it away."
+    elif val_fraction <= 0:
+        text += "val_fraction=0 holds out no prompt."
+        advice.insert(0, "set val_fraction > 0 (e.g. 0.2)")
+    else:
+        text += f"val_fraction={val_fraction} holds out no prompt of {prompts}: a split needs 2 or more."
+        advice.insert(1, "a larger val_fraction once there are more prompts")
+    if training:
+        advice.append("pass require_validation=False to train without validation (the last epoch is kept)")
+    return text + " To fix: " + "; or ".join(advice) + "."
+
+
 def _final_metrics(
     model: RewardModel, pairs: PairData, best: dict[str, Any], agreement: dict[str, float], pairs_per_s: float
 ) -> dict[str, float]:
-    return {
+    metrics = {
         NS + "val_accuracy": best["accuracy"],
         NS + "val_loss": best["loss"],
         NS + "val_accuracy_all": best["accuracy_all"],
@@ -247,6 +306,7 @@ def _final_metrics(
         NS + "score_std": model.score_std,
         "perf/reward_pairs_per_s": pairs_per_s,
     }
+    return {name: value for name, value in metrics.items() if not math.isnan(value)}
 
 
 def evaluate_reward_model(
@@ -266,8 +326,11 @@ def evaluate_reward_model(
     The split depends only on the prompts, ``val_fraction`` and ``seed``, so for a model trained
     by :func:`train_reward_model` on the same rankings with the same settings these pairs are
     held out. Keys as :func:`train_reward_model` returns them (without the training ones).
+    A split without validation pairs raises ``ValueError`` (nothing to measure).
     """
     pairs = split_pairs(data, val_fraction, seed, flagged_policy, min_agreement, min_pair_agreement, val_data)
+    if not pairs.val:
+        raise ValueError(no_validation_message(data, pairs, val_fraction, val_data, training=False))
     val = evaluate_pairs(model, pairs.val, batch_size)
     val_all = evaluate_pairs(model, pairs.val_all, batch_size)
     agreement = labeler_agreement(pairs.val_records, flagged_policy)

@@ -112,14 +112,18 @@ def _load_local(name_or_path: str, dtype: torch.dtype) -> Any:
     path = Path(name_or_path).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return _strip_quantization(
-            AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
+            AutoModelForCausalLM.from_pretrained(
+                str(path.parent), gguf_file=path.name, trust_remote_code=False
+            )
         )
     if path.exists():
-        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=False)
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or path.suffix:
         raise FileNotFoundError(f"model path {name_or_path!r} does not exist")
     try:
-        return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, local_files_only=True)
+        return AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=dtype, local_files_only=True, trust_remote_code=False
+        )
     except OSError as error:
         raise FileNotFoundError(
             f"cannot load model {name_or_path!r}: not {SMOLLM2!r}, {TINY!r}, an existing directory or "
@@ -133,11 +137,13 @@ def _load_smollm2(cached: Path, dtype: torch.dtype) -> Any:
     if not (cached / "config.json").is_file():
         gguf = smollm2_gguf_path()
         model = _strip_quantization(
-            AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False
+            )
         )
         _save_atomically(model, cached)
         return model.to(dtype)
-    return AutoModelForCausalLM.from_pretrained(str(cached), dtype=dtype)
+    return AutoModelForCausalLM.from_pretrained(str(cached), dtype=dtype, trust_remote_code=False)
 
 
 def _strip_quantization(model: Any) -> Any:
@@ -147,7 +153,7 @@ def _strip_quantization(model: Any) -> Any:
     config = model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
+    plain = AutoModelForCausalLM.from_config(config, dtype=model.dtype, trust_remote_code=False)
     plain.load_state_dict(model.state_dict())
     plain.generation_config = model.generation_config
     return plain

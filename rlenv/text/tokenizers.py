@@ -65,11 +65,11 @@ def load_tokenizer(name_or_path: str = "smollm2") -> Any:
         return tiny_tokenizer(int(size)) if size else tiny_tokenizer()
     path = Path(name_or_path).expanduser()
     if path.exists():
-        return AutoTokenizer.from_pretrained(str(path))
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise FileNotFoundError(f"tokenizer path {name_or_path!r} does not exist")
     try:
-        return AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
+        return AutoTokenizer.from_pretrained(name_or_path, local_files_only=True, trust_remote_code=False)
     except OSError as error:
         raise FileNotFoundError(
             f"cannot load tokenizer {name_or_path!r}: not 'smollm2', 'tiny', an existing directory, "
@@ -82,9 +82,9 @@ def _load_smollm2_tokenizer() -> Any:
 
     cached = cache_root() / "smollm2-tokenizer"
     if (cached / "tokenizer.json").is_file():
-        return AutoTokenizer.from_pretrained(str(cached))
+        return AutoTokenizer.from_pretrained(str(cached), trust_remote_code=False)
     gguf = smollm2_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False)
     cached.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".smollm2-tokenizer-", dir=cached.parent))
     try:

@@ -1,4 +1,5 @@
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,61 @@ def test_other_labeler_labels_the_same_items(tmp_path: Path) -> None:
     )
     assert bob.run(ITEMS[:1], path).labeled == 1
     assert [r.labels[0].labeler for r in load_rankings(path)] == ["ana", "bob"]
+
+
+HOSTILE = (
+    "\x1b[2J\x1b[Hscreen cleared",
+    "\x1b]0;new window title\x07 and \x1b]52;c;cm0gLXJmIH4=\x07 clipboard",
+    "fine\n(2) forged option\n  (3) another forged one\r(1) overwritten",
+    "\u202eevil\u202c \u2066isolate\u2069 \u202a\u202b\u202d \x1b[8mhidden\x1b[0m",
+    "C1 \x9b2J \x9d0;title\x9c DEL \x7f NUL \x00 tag \U000e0041",
+)
+OPTION = re.compile(r"^\s*\(\d+\)")
+RAW_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\U000e0000-\U000e007f]")
+
+
+def shown(item: Item, flagged: frozenset[int] = frozenset()) -> str:
+    labeler, out = session([])
+    labeler.show(item, 1, 1, set(flagged))
+    return out.getvalue()
+
+
+def test_hostile_completions_are_shown_escaped_one_numbered_block_each() -> None:
+    item = Item("Rate these.\n(1) forged by the prompt\x1b[2J", HOSTILE)
+    for flagged in (frozenset(), frozenset({1, 2})):
+        text = shown(item, flagged)
+        assert not RAW_CONTROLS.search(text), RAW_CONTROLS.search(text)
+        options = [line for line in text.splitlines() if OPTION.match(line)]
+        assert len(options) == len(HOSTILE)
+        assert [OPTION.match(line).group().strip() for line in options] == [f"({k})" for k in range(1, 6)]
+    for escaped in (
+        r"\x1b[2J",
+        r"\x07",
+        r"\x9b",
+        r"\x7f",
+        r"\x00",
+        r"\u202e",
+        r"\u2066",
+        r"\x0d(1)",
+        r"\U000e0041",
+    ):
+        assert escaped in text
+    assert "      | (2) forged option" in text and "      |   (3) another forged one" in text
+    assert "> (1) forged by the prompt" in text
+
+
+def test_plain_text_is_shown_as_it_is() -> None:
+    text = shown(Item("A prompt", ("first", "tab\there", "é 中文 🙂")))
+    assert "> A prompt\n" in text
+    assert "  (1) first\n  (2) tab\there\n  (3) é 中文 🙂\n" in text
+
+
+def test_a_session_refuses_items_whose_ranking_could_not_be_saved(tmp_path: Path) -> None:
+    labeler, out = session(["1 2"])
+    bad = [Item("fine", ("a", "b")), Item("p", ("ok", "\x1b[2J"), id="x7")]
+    with pytest.raises(
+        ValueError, match=re.escape(r"item 1 (id 'x7') cannot be labeled") + ".*completions\\[1\\]"
+    ):
+        labeler.run(bad, tmp_path / "r.jsonl")
+    assert out.getvalue() == "" and not (tmp_path / "r.jsonl").exists()
+    assert labeler.input.lines == ["1 2"]

@@ -1,4 +1,5 @@
 import json
+import math
 import random
 from pathlib import Path
 
@@ -9,7 +10,14 @@ from rlenv.feedback.pairs import Pair
 from rlenv.feedback.rankings import Label, RankingRecord, write_rankings
 from rlenv.reward.model import RewardModel
 from rlenv.reward.tiny import tiny_reward_model
-from rlenv.reward.train import RewardTrainConfig, labeler_agreement, run, split_pairs, train_reward_model
+from rlenv.reward.train import (
+    RewardTrainConfig,
+    evaluate_reward_model,
+    labeler_agreement,
+    run,
+    split_pairs,
+    train_reward_model,
+)
 
 FILLER = "the a movie film day food story plot actor place time it was is very so and".split()
 
@@ -198,3 +206,60 @@ def test_cached_training_matches_uncached_training() -> None:
         results.append((metrics["reward_model/val_loss"], model.head.weight.detach().clone()))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-4)
     torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=1e-4)
+
+
+def test_too_little_data_for_validation_fails_clearly_instead_of_nan(tmp_path: Path) -> None:
+    one = toy_records(1)
+    with pytest.raises(ValueError) as info:
+        train_reward_model(one, tiny_reward_model(), progress=False)
+    message = str(info.value)
+    for needle in (
+        "no validation pairs: 1 record(s) with 1 distinct prompt(s) give 2 training pair(s)",
+        "at least 1 validation pair is needed",
+        "val_fraction=0.1 holds out no prompt of 1",
+        "add more ranked prompts",
+        "val_data=",
+        "require_validation=False",
+    ):
+        assert needle in message
+    with pytest.raises(ValueError, match="val_fraction=0 holds out no prompt.*set val_fraction > 0"):
+        train_reward_model(toy_records(8), tiny_reward_model(), val_fraction=0.0, progress=False)
+    data = tmp_path / "one.jsonl"
+    write_rankings(data, one)
+    cfg = RewardTrainConfig(data=str(data), encoder="tiny", epochs=1, trainable_layers=1, progress=False)
+    with pytest.raises(ValueError, match="no validation pairs: 1 record"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_held_out_records_without_usable_pairs_are_explained() -> None:
+    train = toy_records(6)
+    split = (Label("a", (1, 2)), Label("b", (1, 2)), Label("c", (2, 1)))
+    disputed = [RankingRecord("held out", ("x", "y"), "c", split)]
+    with pytest.raises(ValueError, match=r"1 item\(s\) of val_data give 1 pair\(s\), all dropped by min_"):
+        train_reward_model(
+            train, tiny_reward_model(), val_data=disputed, min_pair_agreement=1.0, progress=False
+        )
+    tied = [RankingRecord("held out", ("x", "y"), "c", (Label("a", (1, 1)),))]
+    with pytest.raises(ValueError, match=r"val_data give no pair: their \(consensus\) ranks tie"):
+        train_reward_model(train, tiny_reward_model(), val_data=tied, progress=False)
+    with pytest.raises(ValueError, match="no validation pairs.*needed to measure val_accuracy"):
+        evaluate_reward_model(tiny_reward_model(), train, val_data=tied)
+
+
+def test_opting_out_of_validation_trains_and_reports_no_nan() -> None:
+    logged: list[tuple[str, float, int]] = []
+    metrics = train_reward_model(
+        toy_records(1),
+        tiny_reward_model(seed=0),
+        epochs=2,
+        lr=1e-3,
+        require_validation=False,
+        log=lambda name, value, step: logged.append((name, value, step)),
+        progress=False,
+    )
+    json.dumps(metrics, allow_nan=False)
+    assert not [name for name, value in metrics.items() if math.isnan(value)]
+    assert not [name for name, value, _ in logged if math.isnan(value)]
+    assert metrics["reward_model/num_val_pairs"] == 0 and metrics["reward_model/best_epoch"] == 2
+    assert "reward_model/val_accuracy" not in metrics and metrics["reward_model/num_train_pairs"] == 2
