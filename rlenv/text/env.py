@@ -131,9 +131,26 @@ def decode_completion(tokenizer: Any, tokens: list[int]) -> str:
     return tokenizer.decode(tokens, skip_special_tokens=True)
 
 
+class RewardFunctionError(RuntimeError):
+    """The reward function raised; the env step that called it did not happen."""
+
+
 def score_completions(reward_fn: RewardFn, prompts: list[str], completions: list[str]) -> np.ndarray:
-    """Call the reward function once on a batch and check its scores. Shapes: returns (N,) float32."""
-    return validate_scores(reward_fn(list(prompts), list(completions)), len(completions))
+    """Call the reward function once on a batch and check its scores. Shapes: returns (N,) float32.
+
+    Raises:
+        RewardFunctionError: the reward function raised (the original error is its cause).
+        ValueError: it returned scores of the wrong shape or non-finite values.
+    """
+    try:
+        scores = reward_fn(list(prompts), list(completions))
+    except Exception as error:
+        name = getattr(reward_fn, "__name__", type(reward_fn).__name__)
+        raise RewardFunctionError(
+            f"reward function {name!r} failed on {len(completions)} completion(s) "
+            f"({type(error).__name__}: {error}); the step was not taken, the env state is unchanged"
+        ) from error
+    return validate_scores(scores, len(completions))
 
 
 def check_action(action: Any, vocab_size: int) -> int:
@@ -290,27 +307,32 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             raise RuntimeError(f"step() called after the episode ended ({self._ended}); call reset() first")
         config = self.config
         token = check_action(action, config.vocab_size)
-        self._generated.append(token)
+        # the new state is built aside and kept only once the reward function has succeeded
+        generated = [*self._generated, token]
         tokens = torch.tensor([token])
         active = torch.ones(1, dtype=torch.bool)
-        self._input_ids, self._attention_mask = push_tokens(
-            self._input_ids, self._attention_mask, tokens, active
-        )
+        input_ids, attention_mask = push_tokens(self._input_ids, self._attention_mask, tokens, active)
         terminated, truncated = episode_ends(
-            tokens, torch.tensor([len(self._generated)]), active, config.eos_token_id, config.max_new_tokens
+            tokens, torch.tensor([len(generated)]), active, config.eos_token_id, config.max_new_tokens
         )
-        reward, info = 0.0, {}
+        reward, info, ended = 0.0, {}, None
         if terminated.item() or truncated.item():
-            completion = decode_completion(config.tokenizer, self._generated)
+            completion = decode_completion(config.tokenizer, generated)
             reward = float(score_completions(config.reward_fn, [self._prompt], [completion])[0])
             info = {
                 "prompt": self._prompt,
                 "completion": completion,
                 "score": reward,
-                "length": len(self._generated),
+                "length": len(generated),
             }
             reason = "EOS" if terminated.item() else f"max_new_tokens={config.max_new_tokens}"
-            self._ended = f"{reason} after {len(self._generated)} tokens"
+            ended = f"{reason} after {len(generated)} tokens"
+        self._generated, self._input_ids, self._attention_mask, self._ended = (
+            generated,
+            input_ids,
+            attention_mask,
+            ended,
+        )
         return self._observation(), reward, bool(terminated.item()), bool(truncated.item()), info
 
     def render(self) -> str | None:

@@ -228,16 +228,27 @@ class TextGenerationVectorEnv(VectorEnv):
         config, active = self.config, self._active
         tokens = check_actions(actions, self.num_envs, config.vocab_size, active)
         tokens = torch.where(active, tokens, config.pad_token_id)
+        # the new state is built aside and kept only once the reward function has succeeded
         column = self._lengths.clamp(max=config.max_new_tokens - 1)[:, None]
         kept = torch.where(active[:, None], tokens[:, None], self._generated.gather(1, column))
-        self._generated.scatter_(1, column, kept)
-        self._lengths = self._lengths + active.long()
-        self._input_ids, self._attention_mask = push_tokens(
-            self._input_ids, self._attention_mask, tokens, active
-        )
+        generated = self._generated.scatter(1, column, kept)
+        lengths = self._lengths + active.long()
+        input_ids, attention_mask = push_tokens(self._input_ids, self._attention_mask, tokens, active)
         terminated, truncated = episode_ends(
-            tokens, self._lengths, active, config.eos_token_id, config.max_new_tokens
+            tokens, lengths, active, config.eos_token_id, config.max_new_tokens
         )
+        ended = terminated | truncated
+        rows = ended.nonzero().flatten()
+        completions: list[str] = []
+        scores = torch.zeros(0, dtype=torch.float32, device=self.device)
+        if len(rows):
+            completions = self._decode(generated[rows].cpu(), lengths[rows].cpu())
+            prompts = [self._prompts[row] for row in rows.tolist()]
+            scores = torch.as_tensor(
+                score_completions(config.reward_fn, prompts, completions), device=self.device
+            )
+        self._generated, self._lengths = generated, lengths
+        self._input_ids, self._attention_mask = input_ids, attention_mask
         rewards = torch.zeros(self.num_envs, dtype=torch.float32, device=self.device)
         info: dict[str, Any] = {
             "active": active,
@@ -250,19 +261,14 @@ class TextGenerationVectorEnv(VectorEnv):
             info["final_obs"] = self._observation()
         else:
             info["all_done"] = False
-        ended = terminated | truncated
-        if ended.any():
-            rewards = self._finish_rows(ended, info)
+        if len(rows):
+            rewards = self._finish_rows(ended, rows, completions, scores, info)
         return self._observation(), rewards, terminated, truncated, info
 
-    def _finish_rows(self, ended: Tensor, info: dict[str, Any]) -> Tensor:
-        rows = ended.nonzero().flatten()
+    def _finish_rows(
+        self, ended: Tensor, rows: Tensor, completions: list[str], scores: Tensor, info: dict[str, Any]
+    ) -> Tensor:
         row_list = rows.tolist()
-        completions = self._decode(self._generated[rows].cpu(), self._lengths[rows].cpu())
-        prompts = [self._prompts[row] for row in row_list]
-        scores = torch.as_tensor(
-            score_completions(self.config.reward_fn, prompts, completions), device=self.device
-        )
         rewards = torch.zeros(self.num_envs, dtype=torch.float32, device=self.device).index_copy(
             0, rows, scores
         )
