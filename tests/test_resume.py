@@ -163,3 +163,34 @@ def test_env_state_round_trip_restores_generators(tmp_path):
     again = [env.step(torch.tensor([0, 1]))[0].clone() for _ in range(5)]
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert state["unsupported"] == []
+
+
+TEXT_AGENTS = {
+    "ppo": ["agent=ppo", "agent.num_minibatches=2", "train.total_env_steps=200"],
+    "qlearning": [
+        "agent=qlearning",
+        "agent.rollout_steps=4",
+        "agent.learning_starts=16",
+        "agent.batch_size=8",
+        "train.total_env_steps=160",
+    ],
+}
+
+
+@pytest.mark.parametrize("agent", sorted(TEXT_AGENTS))
+def test_text_env_resume_is_bitwise_identical(tmp_path, agent):
+    from tests.agents.test_text_ppo import TINY_TEXT
+
+    args = [*TINY_TEXT, *TEXT_AGENTS[agent], "train.checkpoint_every=1", "train.keep_checkpoints=null"]
+    full = train.run(compose_config(args), tmp_path / "full")
+    checkpoints = sorted((tmp_path / "full" / "checkpoints").glob("update_*"))
+    assert len(checkpoints) >= 3
+    overrides = [f"resume={checkpoints[len(checkpoints) // 2]}"]
+    resumed = train.run(compose_config([*args, *overrides]), tmp_path / "resumed", overrides=overrides)
+    state_full, _ = load_checkpoint(tmp_path / "full")
+    state_resumed, _ = load_checkpoint(tmp_path / "resumed")
+    assert _differences(state_full, state_resumed) == []
+    timing = ("perf/train_seconds",)
+    assert {k: v for k, v in full.items() if k not in timing} == {
+        k: v for k, v in resumed.items() if k not in timing
+    }
