@@ -150,6 +150,7 @@ class Checkpointer:
         self.directory = run_dir / "checkpoints"
         self.cfg, self.env, self.agent, self.collector = cfg, env, agent, collector
         self.choices = dict(choices or {})
+        self.self_play = SelfPlay(env, agent)
 
     def write(self, trainer: dict[str, Any]) -> Path:
         name = f"update_{trainer['updates']:07d}"
@@ -167,6 +168,8 @@ class Checkpointer:
             "rng": rng_state(),
             "trainer": dict(trainer),
         }
+        if self.self_play.state is not None:
+            state["self_play"] = self.self_play.state
         meta = checkpoint_meta(self.cfg, self.env, dict(trainer), self.choices) | {"score": score}
         directory = save_checkpoint(self.directory / name, state, meta)
         write_latest(self.directory, name)
@@ -186,17 +189,42 @@ def make_collector(cfg: DictConfig, env: Any, agent: Agent) -> RolloutCollector:
     )
 
 
-def refresh_self_play(env: Any, agent: Agent) -> None:
-    """Hand a frozen copy of the learning agent to envs that play against it."""
+def refresh_self_play(env: Any, agent: Agent) -> bool:
+    """Hand a frozen copy of the learning agent to envs that play against it.
+
+    Returns whether the env plays it (``set_self_play_policy`` returned True)."""
     setter = getattr(env, "set_self_play_policy", None)
     if setter is None:
-        return
+        return False
     snapshot_fn = getattr(agent, "policy_snapshot", None)
     if snapshot_fn is not None:
-        setter(snapshot_fn())
-        return
+        return bool(setter(snapshot_fn()))
     snapshot = copy.deepcopy(agent)
-    setter(lambda obs, mask: snapshot.act(obs, mask, deterministic=False))
+    return bool(setter(lambda obs, mask: snapshot.act(obs, mask, deterministic=False)))
+
+
+class SelfPlay:
+    """The self-play snapshot of a run, kept so that a resumed run plays the same opponent.
+
+    The snapshot is remade from the agent's state at the last refresh: that state is loaded
+    into the live agent, the snapshot taken as during training, and the live state put back.
+    """
+
+    def __init__(self, env: Any, agent: Agent) -> None:
+        self.env, self.agent = env, agent
+        self.state: dict[str, Any] | None = None
+
+    def refresh(self) -> None:
+        if refresh_self_play(self.env, self.agent):
+            self.state = copy.deepcopy(self.agent.state_dict())
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        if state is None:
+            return
+        live = self.agent.state_dict()
+        self.agent.load_state_dict(state)
+        self.refresh()
+        self.agent.load_state_dict(live)
 
 
 class Interrupted(Exception):
@@ -266,7 +294,9 @@ def train_loop(
         desc=f"{cfg.env.name}/{type(agent).__name__}",
         dynamic_ncols=True,
     )
-    refresh_self_play(env, agent)
+    self_play = checkpointer.self_play
+    if trainer.get("updates", 0) == 0 or self_play.state is None:
+        self_play.refresh()
     started = time.perf_counter()
     seconds_at_start = float(trainer.get("train_seconds", 0.0))
     steps_at_start = trainer["env_steps"]
@@ -289,7 +319,7 @@ def train_loop(
                 trainer["score_count"] = trainer.get("score_count", 0) + len(episodes.returns)
                 bar.update(rollout.num_valid)
                 if trainer["updates"] % cfg.train.self_play_every == 0:
-                    refresh_self_play(env, agent)
+                    self_play.refresh()
                 elapsed = time.perf_counter() - started
                 metrics |= episodes.metrics()
                 metrics["perf/steps_per_second"] = (trainer["env_steps"] - steps_at_start) / max(
@@ -318,15 +348,18 @@ def train_loop(
     return trainer
 
 
-def restore(cfg: DictConfig, agent: Agent, collector: RolloutCollector) -> dict[str, Any]:
-    """Load agent, collector (env state), RNG and counters from ``cfg.resume``; fresh counters
-    when it is unset."""
+def restore(
+    cfg: DictConfig, agent: Agent, collector: RolloutCollector, self_play: SelfPlay
+) -> dict[str, Any]:
+    """Load agent, collector (env state), self-play snapshot, RNG and counters from
+    ``cfg.resume``; fresh counters when it is unset."""
     if not cfg.resume:
         return {"env_steps": 0, "updates": 0}
     directory = resolve_checkpoint(cfg.resume)
     state, _ = load_checkpoint(directory)
     load_agent_state(agent, state, directory)
     try:
+        self_play.restore(state.get("self_play"))
         if "collector" in state:
             collector.load_state_dict(state["collector"])
         set_rng_state(state["rng"])
@@ -459,7 +492,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     try:
         logger.text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```")
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
-        trainer = restore(cfg, agent, collector)
+        trainer = restore(cfg, agent, collector, checkpointer.self_play)
         trainer = train_loop(cfg, env, agent, collector, checkpointer, logger, trainer)
         checkpointer.write(trainer)
         results = evaluate_agent(

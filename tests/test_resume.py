@@ -24,7 +24,22 @@ SMALL = [
     "env.evaluation.episodes=8",
     "env.evaluation.num_envs=4",
 ]
+SELF_PLAY = ["env.vector.opponent={random: 0.5, self_play: 0.5}", "train.self_play_every=3"]
 PAIRS = {
+    "tictactoe-self-play-ppo": [
+        *SELF_PLAY,
+        "agent=ppo",
+        "agent.rollout_steps=16",
+        "train.total_env_steps=768",
+    ],
+    "tictactoe-self-play-qlearning": [
+        *SELF_PLAY,
+        "agent=qlearning",
+        "agent.rollout_steps=4",
+        "agent.learning_starts=16",
+        "agent.batch_size=8",
+        "train.total_env_steps=256",
+    ],
     "tictactoe-ppo": ["agent=ppo", "agent.rollout_steps=16", "train.total_env_steps=512"],
     "tictactoe-qlearning": [
         "agent=qlearning",

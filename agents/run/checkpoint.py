@@ -39,7 +39,7 @@ BEST_FILE = "best"
 def _encode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(value, torch.Tensor):
         key = f"t{len(tensors)}"
-        tensors[key] = value.detach().cpu().contiguous()
+        tensors[key] = value.detach().to("cpu", copy=True).contiguous()  # no storage shared between keys
         return {"__tensor__": key}
     if isinstance(value, np.ndarray):
         if value.dtype.isnative and value.dtype.str.lstrip("<>=|") in _TENSOR_DTYPES:

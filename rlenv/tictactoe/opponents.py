@@ -306,13 +306,14 @@ class OpponentMixture:
         return moves
 
     def set_self_play_policy(self, policy: Policy | None) -> bool:
-        """Give the self-play opponent a policy; False when the mixture has none."""
-        found = False
-        for opponent in self.opponents:
+        """Give the self-play opponent a policy; False when the mixture never plays one
+        (none in it, or its weight is 0 in every role)."""
+        plays = False
+        for index, opponent in enumerate(self.opponents):
             if isinstance(opponent, SelfPlayOpponent):
                 opponent.set_policy(policy)
-                found = True
-        return found
+                plays = plays or any(float(w[index]) > 0 for w in self._role_weights.values())
+        return plays
 
     def __repr__(self) -> str:
         def parts(weights: Tensor) -> str:
