@@ -143,7 +143,9 @@ def test_mixture_samples_opponents_by_weight() -> None:
     ids = mixture.sample(8000, torch.Generator().manual_seed(0))
     counts = torch.bincount(ids, minlength=3).tolist()
     assert counts[2] == 0 and 1800 < counts[0] < 2200
-    assert mixture.set_self_play_policy(lambda obs, mask: mask.to(torch.uint8).argmax(dim=1))
+    # a self-play opponent of weight 0 gets the policy but is never played
+    assert not mixture.set_self_play_policy(lambda obs, mask: mask.to(torch.uint8).argmax(dim=1))
+    assert opp.OpponentMixture({"random": 1.0, "self_play": 0.5}).set_self_play_policy(None)
     assert not opp.OpponentMixture("perfect").set_self_play_policy(None)
 
 
