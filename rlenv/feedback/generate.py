@@ -4,7 +4,9 @@ Prompts are tokenized the way the text env tokenizes them (``add_special_tokens=
 left-padded, and continued by plain ancestral sampling (temperature 1, no top-k / top-p
 unless asked), which is what the policy does when it acts in the env. A completion ends
 at the first EOS token (kept as a generated token, dropped from the text) or after
-``max_new_tokens`` tokens; its text is decoded with special tokens removed, as the env does.
+``max_new_tokens`` tokens; its text is decoded with special tokens removed, as the env does,
+and characters a rankings file cannot hold (control characters other than newline, tab and
+carriage return; lone surrogates) are replaced by U+FFFD.
 
 :func:`sample_completions` returns the texts and the token ids (a :class:`Generation`);
 :func:`response_log_probs` scores the response tokens of a generation under any causal LM,
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rlenv.feedback.rankings import storable_text
 from rlenv.text.tokens import left_pad, position_ids, token_log_probs
 
 
@@ -104,8 +107,8 @@ def _sample_batch(
     tokens = output[:, start:]
     mask = response_mask_until_eos(tokens, eos)
     tokens = torch.where(mask, tokens, pad)
-    texts = [
-        tokenizer.decode(row[: int(n)].tolist(), skip_special_tokens=True)
+    texts = [  # control characters a sampled token may decode to are marked, so rankings can store them
+        storable_text(tokenizer.decode(row[: int(n)].tolist(), skip_special_tokens=True))
         for row, n in zip(tokens, mask.sum(dim=1), strict=True)
     ]
     full_mask = torch.cat([attention_mask, mask.long()], dim=1)

@@ -136,6 +136,18 @@ def check_text(value: str, where: str) -> None:
     )
 
 
+REPLACEMENT_CHAR = "\ufffd"
+
+
+def storable_text(value: str) -> str:
+    """``value`` with each character :func:`check_text` refuses replaced by U+FFFD (�).
+
+    For text a model generated: a sampled token may decode to an escape sequence or half a
+    surrogate pair; the replacement keeps the completion storable and visibly marks the spot.
+    """
+    return _FORBIDDEN_CHAR.sub(REPLACEMENT_CHAR, value)
+
+
 def check_json_value(value: Any, where: str, depth: int) -> None:
     """``ValueError`` for the first part of ``value`` that is not plain, storable JSON.
 

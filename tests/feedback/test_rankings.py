@@ -377,3 +377,13 @@ def test_items_file_lines_may_hold_line_separators_and_bad_text_is_named(tmp_pat
         with pytest.raises(ValueError, match=re.escape(problem)):
             append_item(tmp_path / "new.jsonl", bad)
     assert not (tmp_path / "new.jsonl").exists()
+
+
+def test_storable_text_marks_what_a_rankings_file_cannot_hold():
+    from rlenv.feedback.rankings import check_text, storable_text
+
+    raw = "ok\x1b[2J\ud800 line\nnext\ttab\x07"
+    cleaned = storable_text(raw)
+    check_text(cleaned, "completion")
+    assert cleaned == "ok\ufffd[2J\ufffd line\nnext\ttab\ufffd"
+    assert storable_text("plain text") == "plain text"
