@@ -137,3 +137,30 @@ def test_evaluate_entry_point_reevaluates_a_saved_run(tmp_path):
     written = list((tmp_path / "run" / "evaluate").glob("*/eval_metrics.json"))
     assert len(written) == 1
     assert json.loads(written[0].read_text())["eval/random_as_x/episodes"] == 30
+
+
+def test_runs_started_together_get_distinct_directories(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    args = [sys.executable, "-m", "agents.train", *TINY, "agent=qlearning_tabular", "agent.rollout_steps=4"]
+    seeds = (0, 1, 2)
+    processes = [
+        subprocess.Popen(
+            [*args, f"seed={seed}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for seed in seeds
+    ]
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err.decode()[-2000:]
+    runs = sorted((tmp_path / "outputs").glob("*/*"))
+    assert len(runs) == len(seeds)
+    saved_seeds = sorted(_seed_of(run) for run in runs)
+    assert saved_seeds == list(seeds)
+    for run in runs:
+        assert (run / "metrics.json").is_file() and (run / "checkpoints" / "latest").is_file()
+
+
+def _seed_of(run: Path) -> int:
+    from omegaconf import OmegaConf
+
+    return int(OmegaConf.load(run / "config.yaml").seed)
