@@ -271,6 +271,22 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def progress_summary(metrics: dict[str, float]) -> dict[str, str]:
+    """What the progress bar shows of the last update: win/loss rates (envs with outcomes),
+    else the mean episode return (score) and, with a KL penalty, the KL per episode and its target."""
+    shown: dict[str, str] = {}
+    if "charts/win_rate" in metrics:
+        shown["win"] = f"{metrics['charts/win_rate']:.2f}"
+        shown["loss"] = f"{metrics['charts/loss_rate']:.2f}"
+    elif "charts/episode_return" in metrics:
+        shown["score"] = f"{metrics['charts/episode_return']:.3g}"
+    if "charts/kl" in metrics:
+        shown["kl"] = f"{metrics['charts/kl']:.2f}"
+        if "charts/kl_target" in metrics:
+            shown["kl"] += f"/{metrics['charts/kl_target']:g}"
+    return shown
+
+
 def train_loop(
     cfg: DictConfig,
     env: Any,
@@ -327,10 +343,7 @@ def train_loop(
                 )
                 if trainer["updates"] % cfg.train.log_every == 0:
                     logger.log(metrics, trainer["env_steps"])
-                    if "charts/win_rate" in metrics:
-                        bar.set_postfix(
-                            win=f"{metrics['charts/win_rate']:.2f}", loss=f"{metrics['charts/loss_rate']:.2f}"
-                        )
+                    bar.set_postfix(progress_summary(metrics), refresh=False)
                 for tag, text in getattr(episodes, "texts", {}).items():
                     logger.text(tag, text, trainer["env_steps"])
                 if trainer["updates"] % cfg.train.checkpoint_every == 0:

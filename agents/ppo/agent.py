@@ -29,9 +29,17 @@ from agents.core.base import Observation, PolicyStep, Rollout, move_observation,
 from agents.gae import gae
 from agents.networks.mlp import ActorCriticMLP
 from agents.ppo.batches import EpisodeBatch, StepBatch, batch_layout, policy_outputs
-from agents.ppo.kl import KLController, kl_penalized_rewards, whiten_rewards
+from agents.ppo.kl import (
+    KL_ESTIMATORS,
+    KL_PLACEMENTS,
+    KLController,
+    kl_estimate,
+    kl_penalized_rewards,
+    whiten_rewards,
+)
 from agents.ppo.loss import PPOLossTerms, explained_variance, logit_spread, ppo_loss, ppo_update
 
+ADVANTAGES = ("gae", "grpo", "rloo")
 NetworkFactory = Callable[[gymnasium.Space, gymnasium.Space], nn.Module]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 ScheduleFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -102,6 +110,16 @@ class PPOAgent:
         bootstrap_truncated: a truncated step bootstraps from the value of its final
             observation; ``False`` treats truncation as the end of all reward (text
             completions cut at their length limit are scored and final).
+        kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"``, the per-token KL the penalty uses
+            (:mod:`agents.ppo.kl`; the measured and controlled KL is always k1).
+        kl_placement: ``"reward"`` (per-token penalty in the rewards) or ``"loss"`` (a term
+            ``coef * mean k`` of the policy being optimised added to the loss).
+        advantage: ``"gae"`` (the critic's GAE), or a group-relative baseline without a
+            critic: ``"grpo"`` (returns minus the group mean, over the group's standard
+            deviation) or ``"rloo"`` (returns minus the mean of the group's other episodes).
+            Groups are ``group_size`` consecutive rows of a rollout of whole episodes (an env
+            that gives each group one prompt, e.g. the text env's ``group_size``).
+        group_size: episodes per group (>= 2 for ``grpo``/``rloo``; divides the number of envs).
 
     Batches: whole episodes when the rollout holds them and the network has
     ``evaluate_episodes`` (one call per minibatch of episodes), else single steps
@@ -133,8 +151,25 @@ class PPOAgent:
         kl: KLController | None = None,
         whiten_rewards: bool = False,
         bootstrap_truncated: bool = True,
+        kl_estimator: str = "k1",
+        kl_placement: str = "reward",
+        advantage: str = "gae",
+        group_size: int = 1,
     ) -> None:
         _check_settings(rollout_steps, num_epochs, num_minibatches, gamma, gae_lambda, clip_coef)
+        for name, value, valid in (
+            ("kl_estimator", kl_estimator, KL_ESTIMATORS),
+            ("kl_placement", kl_placement, KL_PLACEMENTS),
+            ("advantage", advantage, ADVANTAGES),
+        ):
+            if value not in valid:
+                raise ValueError(f"{name}={value!r} is not one of {list(valid)}")
+        if advantage != "gae" and int(group_size) < 2:
+            raise ValueError(
+                f"advantage={advantage!r} needs group_size >= 2 episodes per group, got {group_size}"
+            )
+        if int(group_size) < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
         for name, value in (("logit_coef", logit_coef), ("value_coef", value_coef)):
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
@@ -159,6 +194,8 @@ class PPOAgent:
         self.kl = kl
         self.whiten_rewards = bool(whiten_rewards)
         self.bootstrap_truncated = bool(bootstrap_truncated)
+        self.kl_estimator, self.kl_placement = kl_estimator, kl_placement
+        self.advantage, self.group_size = advantage, int(group_size)
         self.updates = 0
         self.env_steps = 0
 
@@ -205,9 +242,13 @@ class PPOAgent:
                 f"rollout holds {rows} {unit} (T={rollout.num_steps} x B={rollout.num_envs}), "
                 f"fewer than num_minibatches={self.num_minibatches}"
             )
-        rewards, metrics = self._penalized_rewards(rollout, layout)
-        advantages, returns = self._advantages(rollout, rewards)
-        batch = layout.from_rollout(rollout, advantages, returns)
+        rewards, reference, metrics = self._penalized_rewards(rollout, layout)
+        if self.advantage == "gae":
+            advantages, returns = self._advantages(rollout, rewards)
+        else:
+            advantages, returns = self._group_advantages(rollout, rewards)
+        kept = reference if self.kl_placement == "loss" and self.kl is not None else None
+        batch = layout.from_rollout(rollout, advantages, returns, kept)
         learning_rate = float(self.optimizer.param_groups[0]["lr"])
         metrics |= ppo_update(
             batch,
@@ -229,15 +270,22 @@ class PPOAgent:
     @torch.no_grad()
     def _penalized_rewards(
         self, rollout: Rollout, layout: type[StepBatch | EpisodeBatch]
-    ) -> tuple[Tensor, dict[str, float]]:
-        """The rollout's rewards with the KL penalty (and whitening) applied; KL metrics."""
+    ) -> tuple[Tensor, Tensor | None, dict[str, float]]:
+        """The rollout's rewards with the KL penalty (placement ``reward``) and whitening
+        applied, the reference log-probs of the taken actions (when there is a KL), KL metrics.
+
+        The KL measured (k1 summed per completion) drives the controller whatever the
+        estimator and placement of the penalty."""
         valid = rollout.valid_mask
         if self.kl is None:
-            rewards, metrics = torch.where(valid, rollout.rewards.float(), 0.0), {}
+            rewards, reference, metrics = torch.where(valid, rollout.rewards.float(), 0.0), None, {}
         else:
             reference = layout.reference_log_probs(self.network, rollout, self.num_minibatches)
             coef = self.kl.coef
-            penalized = kl_penalized_rewards(rollout.rewards, rollout.log_probs, reference, valid, coef)
+            in_reward = coef if self.kl_placement == "reward" else 0.0
+            penalized = kl_penalized_rewards(
+                rollout.rewards, rollout.log_probs, reference, valid, in_reward, self.kl_estimator
+            )
             rewards = penalized.rewards
             episodes = int(rollout.done.sum()) if not rollout.whole_episodes else rollout.num_envs
             kl_per_episode = float(penalized.kl.sum()) / max(episodes, 1)
@@ -247,11 +295,45 @@ class PPOAgent:
                 "charts/kl_coef": coef,
                 "charts/non_score_reward": -coef * kl_per_episode,
             }
+            target = getattr(self.kl, "target", None)
+            if target is not None:
+                metrics["charts/kl_target"] = float(target)
             if episodes > 0:
                 self.kl.update(kl_per_episode, episodes)
         if self.whiten_rewards:
             rewards = whiten_rewards(rewards, valid)
-        return rewards, metrics
+        return rewards, reference, metrics
+
+    @torch.no_grad()
+    def _group_advantages(self, rollout: Rollout, rewards: Tensor) -> tuple[Tensor, Tensor]:
+        """Group-relative advantages without a critic (``grpo``, ``rloo``).
+
+        Returns-to-go ``G_t`` come from the one GAE with zero values and lambda 1; each
+        episode's baseline is its group's mean return (``grpo``, then divided by the group's
+        standard deviation) or the mean return of the group's other episodes (``rloo``).
+        """
+        if not rollout.whole_episodes:
+            raise ValueError(
+                f"advantage={self.advantage!r} needs rollouts of whole episodes, one per row "
+                "(an env with autoreset_mode disabled, e.g. the text env)"
+            )
+        num_envs, size = rollout.num_envs, self.group_size
+        if num_envs % size:
+            raise ValueError(f"group_size={size} does not divide the {num_envs} envs of the rollout")
+        valid = rollout.valid_mask
+        zeros = torch.zeros_like(rewards)
+        _, returns = gae(rewards, zeros, zeros, rollout.done, rollout.done, self.gamma, 1.0)
+        returns = torch.where(valid, returns, 0.0)
+        episode = returns[0].view(-1, size)  # (groups, size): every row is valid at its first step
+        total = episode.sum(dim=1, keepdim=True)
+        if self.advantage == "rloo":
+            baseline = (total - episode) / (size - 1)
+            scale = torch.ones_like(episode)
+        else:
+            baseline = episode.mean(dim=1, keepdim=True).expand_as(episode)
+            scale = episode.std(dim=1, keepdim=True).expand_as(episode) + 1e-4
+        advantages = (returns - baseline.reshape(1, -1)) / scale.reshape(1, -1)
+        return torch.where(valid, advantages, 0.0), returns
 
     @torch.no_grad()
     def _advantages(self, rollout: Rollout, rewards: Tensor) -> tuple[Tensor, Tensor]:
@@ -293,7 +375,13 @@ class PPOAgent:
             self.clip_coef,
             self.clip_value,
         )
-        total = terms.policy + self.value_coef * terms.value + self.entropy_coef * terms.entropy
+        value_coef = self.value_coef if self.advantage == "gae" else 0.0  # no critic to train otherwise
+        total = terms.policy + value_coef * terms.value + self.entropy_coef * terms.entropy
+        if samples.reference_log_probs is not None and self.kl is not None:
+            kl_term = kl_estimate(
+                samples.new_log_probs, samples.reference_log_probs, self.kl_estimator
+            ).mean()
+            total = total + self.kl.coef * kl_term
         if self.logit_coef > 0 and samples.logits is not None:
             total = total + self.logit_coef * logit_spread(samples.logits, samples.action_masks)
         return total, terms

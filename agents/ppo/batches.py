@@ -51,6 +51,7 @@ class Samples(NamedTuple):
     entropy: Tensor
     logits: Tensor | None = None
     action_masks: Tensor | None = None
+    reference_log_probs: Tensor | None = None  # when the batch carries them (KL in the loss)
 
 
 def _index(value: Any, rows: Tensor) -> Any:
@@ -76,9 +77,13 @@ class StepBatch:
     values: Tensor
     advantages: Tensor
     returns: Tensor
+    taken_reference_log_probs: Tensor | None = None
 
     @classmethod
-    def from_rollout(cls, rollout: Rollout, advantages: Tensor, returns: Tensor) -> StepBatch:
+    def from_rollout(
+        cls, rollout: Rollout, advantages: Tensor, returns: Tensor, reference_log_probs: Tensor | None = None
+    ) -> StepBatch:
+        """``reference_log_probs`` (T, B): log pi_ref of the taken actions, kept for a KL loss term."""
         keep = rollout.valid_mask.flatten()
 
         def flat(x: Tensor | None) -> Any:
@@ -92,6 +97,7 @@ class StepBatch:
             values=flat(rollout.values).float(),
             advantages=flat(advantages),
             returns=flat(returns),
+            taken_reference_log_probs=flat(reference_log_probs),
         )
 
     def __len__(self) -> int:
@@ -113,6 +119,7 @@ class StepBatch:
             policy.entropy(),
             logits,
             self.action_masks,
+            self.taken_reference_log_probs,
         )
 
     @staticmethod
@@ -145,9 +152,13 @@ class EpisodeBatch:
     values: Tensor
     advantages: Tensor
     returns: Tensor
+    taken_reference_log_probs: Tensor | None = None
 
     @classmethod
-    def from_rollout(cls, rollout: Rollout, advantages: Tensor, returns: Tensor) -> EpisodeBatch:
+    def from_rollout(
+        cls, rollout: Rollout, advantages: Tensor, returns: Tensor, reference_log_probs: Tensor | None = None
+    ) -> EpisodeBatch:
+        """``reference_log_probs`` (T, B): log pi_ref of the taken actions, kept for a KL loss term."""
         return cls(
             first_obs=map_observation(lambda x: x[0], rollout.obs),
             actions=rollout.actions.T,
@@ -156,6 +167,7 @@ class EpisodeBatch:
             values=rollout.values.float().T,
             advantages=advantages.T,
             returns=returns.T,
+            taken_reference_log_probs=None if reference_log_probs is None else reference_log_probs.T,
         )
 
     def __len__(self) -> int:
@@ -175,6 +187,9 @@ class EpisodeBatch:
             self.values[valid],
             self.returns[valid],
             evaluation.entropies.T[valid],
+            reference_log_probs=(
+                None if self.taken_reference_log_probs is None else self.taken_reference_log_probs[valid]
+            ),
         )
 
     @staticmethod

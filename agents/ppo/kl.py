@@ -6,9 +6,29 @@ the sequence's last token. The penalty keeps the policy near the reference so it
 into text the reward function overrates (reward hacking).
 
 ``beta`` is set by a controller: :class:`FixedKLController` keeps it constant;
-:class:`AdaptiveKLController` (Ziegler et al. 2019, "Fine-Tuning Language Models from Human
-Preferences") moves it so that the measured KL tracks a target. ``beta = 0`` turns the
-penalty off. Controllers hold only numbers, so their ``state_dict`` goes into checkpoints.
+:class:`PIKLController` (the default of the text presets) holds the measured KL at a target
+whatever the run length; :class:`AdaptiveKLController` is Ziegler et al. (2019)'s
+proportional rule, whose horizon is counted in episodes. ``beta = 0`` turns the penalty off.
+Controllers hold only numbers, so their ``state_dict`` goes into checkpoints.
+
+## Estimators and placement
+
+With ``log r = log pi_ref(a|s) - log pi(a|s)`` on tokens sampled from pi (Schulman, 2020,
+"Approximating KL divergence"):
+
+- ``k1 = -log r``: unbiased, high variance, negative on some tokens. The project's measured
+  KL (``charts/kl``, the evaluation's "KL to the reference") is always k1 summed over a
+  completion.
+- ``k2 = (log r)^2 / 2``: biased (exact to second order), low variance, never negative.
+- ``k3 = (r - 1) - log r``: unbiased and never negative, low variance while pi stays near
+  pi_ref; it grows like ``r`` where the reference is far more likely than the policy.
+
+``placement="reward"`` subtracts ``beta * k`` from each token's reward (the classic RLHF
+penalty: its effect reaches the policy through the advantages, so the critic must learn it);
+``placement="loss"`` adds ``beta * mean k`` of the current policy's tokens to the loss
+instead (as GRPO does): it acts directly on the gradient and leaves rewards and advantages
+to the task. The penalty in the reward uses the sampling policy's log-probs; in the loss,
+the log-probs of the policy being optimised, so the gradient of k3 pulls toward pi_ref.
 """
 
 from __future__ import annotations
@@ -57,6 +77,68 @@ class FixedKLController:
         self.coef = float(state["coef"])
 
 
+class PIKLController:
+    """Holds the measured KL at ``target`` by proportional-integral control of ``log beta``.
+
+    After each batch with mean sequence KL ``kl`` (k1, nats per completion):
+    ``e = clip(log(kl / target), -1, 1)``; ``log beta += ki * e + kp * (e - e_prev)``.
+    The integral term is dual ascent on the constraint ``KL <= target`` (``beta`` is its
+    Lagrange multiplier), taken in log space so that the step is relative and ``beta`` stays
+    positive; the proportional term on the change of the error damps the overshoot that the
+    policy's lag behind ``beta`` would cause. Unlike a horizon counted in episodes, the
+    speed is per update: ``beta`` can change by a factor ``e^(ki)`` per update whatever the
+    run length, so a short run reaches its target as well as a long one.
+
+    Args:
+        coef: the initial beta (> 0).
+        target: the KL to hold, nats per completion (> 0).
+        ki, kp: integral and proportional gains (per update, on the log error).
+        min_coef, max_coef: bounds of beta.
+    """
+
+    def __init__(
+        self,
+        coef: float = 0.1,
+        target: float = 1.0,
+        ki: float = 0.3,
+        kp: float = 0.5,
+        min_coef: float = 1e-4,
+        max_coef: float = 100.0,
+    ) -> None:
+        if not target > 0:
+            raise ValueError(f"target KL must be positive (nats per completion), got {target}")
+        if not 0 < min_coef <= coef <= max_coef:
+            raise ValueError(
+                "need 0 < min_coef <= coef <= max_coef, got "
+                f"min_coef={min_coef}, coef={coef}, max_coef={max_coef}"
+            )
+        for name, gain in (("ki", ki), ("kp", kp)):
+            if not gain >= 0:
+                raise ValueError(f"{name} must be >= 0, got {gain}")
+        self.coef = float(coef)
+        self.target = float(target)
+        self.ki, self.kp = float(ki), float(kp)
+        self.min_coef, self.max_coef = float(min_coef), float(max_coef)
+        self.previous_error: float | None = None
+
+    def update(self, kl: float, num_episodes: int) -> None:
+        if not math.isfinite(kl) or num_episodes < 1:
+            return
+        error = min(max(math.log(max(kl, 1e-6) / self.target), -1.0), 1.0)
+        change = 0.0 if self.previous_error is None else error - self.previous_error
+        log_coef = math.log(self.coef) + self.ki * error + self.kp * change
+        self.coef = min(max(math.exp(log_coef), self.min_coef), self.max_coef)
+        self.previous_error = error
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"coef": self.coef, "previous_error": self.previous_error}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.coef = float(state["coef"])
+        previous = state.get("previous_error")
+        self.previous_error = None if previous is None else float(previous)
+
+
 class AdaptiveKLController:
     """Proportional control of beta toward a target KL (Ziegler et al. 2019).
 
@@ -99,6 +181,25 @@ class PenalizedRewards:
     kl: Tensor
 
 
+KL_ESTIMATORS = ("k1", "k2", "k3")
+KL_PLACEMENTS = ("reward", "loss")
+
+
+def kl_estimate(log_probs: Tensor, reference_log_probs: Tensor, estimator: str = "k1") -> Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from tokens sampled from pi (see the module docs).
+
+    Shapes: log_probs, reference_log_probs (...) -> (...). Differentiable in ``log_probs``.
+    """
+    k1 = log_probs.float() - reference_log_probs.float()
+    if estimator == "k1":
+        return k1
+    if estimator == "k2":
+        return 0.5 * k1.square()
+    if estimator == "k3":
+        return torch.expm1(-k1) + k1
+    raise ValueError(f"unknown KL estimator {estimator!r}; valid: {list(KL_ESTIMATORS)}")
+
+
 def token_kl(log_probs: Tensor, reference_log_probs: Tensor, valid: Tensor) -> Tensor:
     """The per-token KL sample ``log pi(a|s) - log pi_ref(a|s)`` of the sampled tokens, 0 where not valid.
 
@@ -109,9 +210,15 @@ def token_kl(log_probs: Tensor, reference_log_probs: Tensor, valid: Tensor) -> T
 
 
 def kl_penalized_rewards(
-    scores: Tensor, log_probs: Tensor, reference_log_probs: Tensor, valid: Tensor, coef: float
+    scores: Tensor,
+    log_probs: Tensor,
+    reference_log_probs: Tensor,
+    valid: Tensor,
+    coef: float,
+    estimator: str = "k1",
 ) -> PenalizedRewards:
-    """``scores - coef * (log pi - log pi_ref)`` on every valid token, 0 elsewhere.
+    """``scores - coef * k`` on every valid token, 0 elsewhere (``k``: the ``estimator``'s
+    per-token KL; ``kl`` in the result is always k1, the measured KL).
 
     Shapes: all (T, B); ``valid`` bool, True where a token was generated.
 
@@ -122,10 +229,16 @@ def kl_penalized_rewards(
         reference_log_probs: log pi_ref(a_t|s_t) under the frozen reference model.
         valid: the row generated a token at step t (False after its sequence ended).
         coef: beta; 0 leaves the scores unchanged.
+        estimator: ``"k1"``, ``"k2"`` or ``"k3"``.
     """
     valid = valid.bool()
     kl = token_kl(log_probs, reference_log_probs, valid)
-    rewards = torch.where(valid, scores.float(), 0.0) - coef * kl
+    penalty = (
+        kl
+        if estimator == "k1"
+        else torch.where(valid, kl_estimate(log_probs, reference_log_probs, estimator), 0.0)
+    )
+    rewards = torch.where(valid, scores.float(), 0.0) - coef * penalty
     return PenalizedRewards(rewards=rewards, kl=kl)
 
 

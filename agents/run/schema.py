@@ -171,6 +171,10 @@ class PPOConfig:
     kl: Any = None
     whiten_rewards: bool = False
     bootstrap_truncated: bool = True
+    kl_estimator: str = checked("k1", one_of("k1", "k2", "k3"))
+    kl_placement: str = checked("reward", one_of("reward", "loss"))
+    advantage: str = checked("gae", one_of("gae", "grpo", "rloo"))
+    group_size: int = checked(1, at_least(1))
 
 
 @dataclass

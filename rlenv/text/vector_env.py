@@ -100,6 +100,9 @@ class TextGenerationVectorEnv(VectorEnv):
     ``prompts``: one prompt per row being reset (else drawn with ``self.np_random``);
     ``reset_mask``: (B,) bool rows to restart (disabled mode; the first reset restarts all).
 
+    ``group_size=N`` (disabled mode): a reset of every row draws B / N prompts and gives each
+    to N consecutive rows, the groups of group-relative advantages (``agent.advantage=grpo``).
+
     After or during a batch, :meth:`generated_tokens`, :meth:`completions`,
     :attr:`prompt_texts`, :attr:`final_scores` and :attr:`finished` describe the rows.
     """
@@ -121,9 +124,20 @@ class TextGenerationVectorEnv(VectorEnv):
         autoreset_mode: str | AutoresetMode = "same_step",
         device: str | torch.device = "cpu",
         render_mode: str | None = None,
+        group_size: int = 1,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+            raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
+        if num_envs % group_size:
+            raise ValueError(f"group_size={group_size} must divide num_envs={num_envs}")
+        if group_size > 1 and AUTORESET_MODES.get(autoreset_mode) != AutoresetMode.DISABLED:
+            raise ValueError(
+                f"group_size={group_size} needs autoreset_mode='disabled' (groups of one prompt are "
+                f"started together), got {autoreset_mode!r}"
+            )
+        self.group_size = group_size
         if autoreset_mode not in AUTORESET_MODES:
             raise ValueError(f"unknown autoreset_mode {autoreset_mode!r}; valid: ['same_step', 'disabled']")
         if render_mode is not None:
@@ -202,7 +216,11 @@ class TextGenerationVectorEnv(VectorEnv):
             raise ValueError(f"unknown reset options {unknown}; valid: {list(RESET_OPTIONS)}")
         rows = self._rows_to_reset(options.get("reset_mask"))
         prompts = options.get("prompts")
-        if prompts is None:
+        if prompts is None and self.group_size > 1 and len(rows) == self.num_envs:
+            prompts, tokens = self._sample_prompts(len(rows) // self.group_size)
+            prompts = [p for p in prompts for _ in range(self.group_size)]
+            tokens = [t for t in tokens for _ in range(self.group_size)]
+        elif prompts is None:
             prompts, tokens = self._sample_prompts(len(rows))
         else:
             if isinstance(prompts, str) or len(prompts) != len(rows):

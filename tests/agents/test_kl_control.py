@@ -1,0 +1,162 @@
+"""KL control that holds its target, the k1/k2/k3 estimators, the KL as a loss term, and
+group-relative advantages (GRPO, RLOO) through the same PPO."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from agents.collect.collector import RolloutCollector
+from agents.core.base import Rollout
+from agents.ppo import PPOAgent
+from agents.ppo.kl import AdaptiveKLController, PIKLController, kl_estimate
+from agents.train import progress_summary
+from tests.agents.test_text_ppo import make_agent, make_env
+
+
+def drive(controller, sensitivity: float, updates: int, lag: float = 0.3) -> list[float]:
+    """A stand-in for a policy: its KL relaxes toward ``sensitivity / beta`` with a lag."""
+    kl, seen = 0.0, []
+    for _ in range(updates):
+        kl += lag * (sensitivity / controller.coef - kl)
+        seen.append(kl)
+        controller.update(kl, 16)
+    return seen
+
+
+@pytest.mark.parametrize("target", [0.5, 1.0, 2.0, 4.0, 8.0])
+@pytest.mark.parametrize("sensitivity", [0.05, 0.5, 5.0])
+def test_pi_controller_holds_the_target_after_warm_up_whatever_the_run_length(target, sensitivity):
+    for updates in (40, 400):
+        seen = drive(PIKLController(coef=0.1, target=target), sensitivity, updates)
+        settled = seen[25:]
+        assert all(abs(kl / target - 1) <= 0.25 for kl in settled), (target, sensitivity, seen[20:30])
+
+
+def test_the_episode_horizon_controller_does_not_hold_a_target_in_a_short_run():
+    seen = drive(AdaptiveKLController(coef=0.1, target=1.0, horizon=10_000), 0.5, 40)
+    assert abs(seen[-1] / 1.0 - 1) > 0.25  # what the PI controller fixes
+
+
+def test_pi_controller_state_round_trips_and_ignores_non_finite_kl():
+    controller = PIKLController(coef=0.2, target=1.0)
+    controller.update(3.0, 8)
+    copy = PIKLController(coef=0.2, target=1.0)
+    copy.load_state_dict(controller.state_dict())
+    assert copy.coef == controller.coef and copy.previous_error == controller.previous_error
+    before = controller.coef
+    controller.update(math.nan, 8)
+    assert controller.coef == before
+    with pytest.raises(ValueError, match="target"):
+        PIKLController(target=0)
+
+
+def test_estimators_match_their_definitions_and_k3_is_unbiased():
+    torch.manual_seed(0)
+    logits = torch.randn(50)
+    policy = torch.softmax(logits, 0)
+    reference = torch.softmax(logits + 0.3 * torch.randn(50), 0)  # near: where k3's variance is low
+    exact = float((policy * (policy.log() - reference.log())).sum())
+    samples = torch.multinomial(policy, 200_000, replacement=True)
+    log_p, log_q = policy.log()[samples], reference.log()[samples]
+    k1, k2, k3 = (kl_estimate(log_p, log_q, name) for name in ("k1", "k2", "k3"))
+    assert torch.allclose(k2, 0.5 * (log_p - log_q) ** 2)
+    assert bool((k3 >= -1e-6).all()) and not bool((k1 >= 0).all())
+    assert float(k1.mean()) == pytest.approx(exact, rel=0.03)
+    assert float(k3.mean()) == pytest.approx(exact, rel=0.03)
+    assert float(k3.std()) < 0.5 * float(k1.std())
+    with pytest.raises(ValueError, match="k4"):
+        kl_estimate(log_p, log_q, "k4")
+
+
+def _rollout(rewards: torch.Tensor) -> Rollout:
+    steps, rows = rewards.shape
+    valid = torch.ones(steps, rows, dtype=torch.bool)
+    done = torch.zeros(steps, rows, dtype=torch.bool)
+    done[-1] = True
+    zeros = torch.zeros(steps, rows)
+    return Rollout(
+        obs=zeros,
+        action_masks=None,
+        actions=zeros.long(),
+        log_probs=zeros,
+        values=zeros,
+        rewards=rewards,
+        terminated=done,
+        truncated=torch.zeros_like(done),
+        next_obs=zeros,
+        next_action_masks=None,
+        valid=valid,
+        whole_episodes=True,
+    )
+
+
+@pytest.mark.parametrize("kind", ["grpo", "rloo"])
+def test_group_relative_advantages(kind):
+    import gymnasium
+
+    agent = PPOAgent(
+        gymnasium.spaces.Box(-1, 1, (1,)),
+        gymnasium.spaces.Discrete(2),
+        advantage=kind,
+        group_size=2,
+        gamma=1.0,
+    )
+    rewards = torch.zeros(3, 4)
+    rewards[-1] = torch.tensor([1.0, 0.0, 3.0, 3.0])  # two groups: rows (0, 1) and (2, 3)
+    advantages, returns = agent._group_advantages(_rollout(rewards), rewards)
+    assert returns[0].tolist() == [1.0, 0.0, 3.0, 3.0]
+    if kind == "rloo":
+        assert advantages[0].tolist() == [1.0, -1.0, 0.0, 0.0]
+    else:
+        std = torch.tensor([1.0, 0.0]).std().item()
+        assert advantages[0].tolist() == pytest.approx([0.5 / (std + 1e-4), -0.5 / (std + 1e-4), 0.0, 0.0])
+    assert torch.equal(advantages[0], advantages[2])  # every token of an episode shares it
+    with pytest.raises(ValueError, match="group_size >= 2"):
+        PPOAgent(gymnasium.spaces.Box(-1, 1, (1,)), gymnasium.spaces.Discrete(2), advantage=kind)
+
+
+def test_text_env_gives_each_group_one_prompt():
+    env = make_env(num_envs=6, group_size=3)
+    env.reset(seed=0)
+    prompts = env.prompt_texts
+    assert prompts[:3] == [prompts[0]] * 3 and prompts[3:] == [prompts[3]] * 3
+    with pytest.raises(ValueError, match="divide"):
+        make_env(num_envs=4, group_size=3)
+    with pytest.raises(ValueError, match="disabled"):
+        make_env(num_envs=4, group_size=2, autoreset_mode="same_step")
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"advantage": "grpo", "group_size": 4},
+        {"advantage": "rloo", "group_size": 4},
+        {"kl_placement": "loss", "kl_estimator": "k3"},
+        {"kl_estimator": "k2"},
+    ],
+    ids=["grpo", "rloo", "kl-in-loss-k3", "kl-in-reward-k2"],
+)
+def test_every_variant_raises_a_toy_reward(settings):
+    torch.manual_seed(0)
+    env = make_env(num_envs=16, max_new_tokens=8, group_size=settings.get("group_size", 1))
+    agent = make_agent(env, **settings)
+    collector = RolloutCollector(env, agent, seed=0)
+    scores = []
+    for _ in range(15):
+        rollout, stats = collector.collect(agent.rollout_steps)
+        metrics = agent.learn(rollout)
+        scores.append(stats.metrics()["charts/episode_return"])
+    assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3 + 1.0, scores
+    assert metrics["charts/kl"] > 0 and math.isfinite(metrics["loss/policy"])
+
+
+def test_progress_bar_shows_score_and_kl_with_its_target():
+    shown = progress_summary({"charts/episode_return": 0.4567, "charts/kl": 1.234, "charts/kl_target": 1.0})
+    assert shown == {"score": "0.457", "kl": "1.23/1"}
+    assert progress_summary({"charts/win_rate": 0.5, "charts/loss_rate": 0.1}) == {
+        "win": "0.50",
+        "loss": "0.10",
+    }
