@@ -326,7 +326,18 @@ def train_loop(
 
     with StopSignals() as signals:
         try:
+            max_seconds = cfg.train.get("max_seconds")
             while trainer["env_steps"] < total:
+                if (
+                    max_seconds is not None
+                    and seconds_at_start + time.perf_counter() - started >= max_seconds
+                ):
+                    log.info(
+                        "stopping at train.max_seconds=%s after %d env steps",
+                        max_seconds,
+                        trainer["env_steps"],
+                    )
+                    break
                 rollout, episodes = collector.collect(agent.rollout_steps)
                 metrics = agent.learn(rollout)
                 trainer["env_steps"] += rollout.num_valid

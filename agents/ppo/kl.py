@@ -90,7 +90,7 @@ class PIKLController:
     run length, so a short run reaches its target as well as a long one.
 
     Args:
-        coef: the initial beta (> 0).
+        coef: the initial beta (> 0; 0 turns the penalty off and the controller with it).
         target: the KL to hold, nats per completion (> 0).
         ki, kp: integral and proportional gains (per update, on the log error).
         min_coef, max_coef: bounds of beta.
@@ -107,9 +107,9 @@ class PIKLController:
     ) -> None:
         if not target > 0:
             raise ValueError(f"target KL must be positive (nats per completion), got {target}")
-        if not 0 < min_coef <= coef <= max_coef:
+        if not (coef == 0 or 0 < min_coef <= coef <= max_coef):
             raise ValueError(
-                "need 0 < min_coef <= coef <= max_coef, got "
+                "need coef = 0 (penalty off) or 0 < min_coef <= coef <= max_coef, got "
                 f"min_coef={min_coef}, coef={coef}, max_coef={max_coef}"
             )
         for name, gain in (("ki", ki), ("kp", kp)):
@@ -122,7 +122,7 @@ class PIKLController:
         self.previous_error: float | None = None
 
     def update(self, kl: float, num_episodes: int) -> None:
-        if not math.isfinite(kl) or num_episodes < 1:
+        if not math.isfinite(kl) or num_episodes < 1 or self.coef == 0:
             return
         error = min(max(math.log(max(kl, 1e-6) / self.target), -1.0), 1.0)
         change = 0.0 if self.previous_error is None else error - self.previous_error

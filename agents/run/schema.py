@@ -68,6 +68,8 @@ class TrainConfig:
         total_env_steps: env steps to train for, padding excluded (``2e6`` is accepted).
         log_every: updates between scalar logs.
         checkpoint_every: updates between checkpoints.
+        max_seconds: stop training once this much training time has passed (counted across
+            resumes; null: no limit), then checkpoint and evaluate as at the end of the steps.
         keep_checkpoints: checkpoints kept (the newest K, plus the best by mean episode return
             since the checkpoint before; null keeps all).
         self_play_every: updates between refreshes of the self-play snapshot (envs that have one).
@@ -81,6 +83,7 @@ class TrainConfig:
     log_every: int = checked(1, at_least(1))
     checkpoint_every: int = checked(100, at_least(1))
     keep_checkpoints: int | None = checked(3, optional(at_least(1), "keep all"))
+    max_seconds: float | None = checked(None, optional(positive, "no time limit"))
     self_play_every: int = checked(10, at_least(1))
     samples_every: int = checked(10, at_least(0))
     num_samples: int = checked(4, at_least(0))

@@ -1,0 +1,170 @@
+"""Held-out VADER gain against KL to the base model, in a fixed wall-time budget.
+
+The measurement of the RLHF issue: SmolLM2-135M-Instruct with LoRA, reward = VADER compound of
+the completion, 32 new tokens. Held-out prompts: the first 6 words of the Rotten Tomatoes
+``fresh``/``rotten`` snippets after ``random.seed(0); random.shuffle(rows)``, the last 64;
+training prompts: the rest. Each variant trains ``python -m agents.train env=text agent=ppo``
+for ``--minutes`` of training time, then the saved policy samples one completion per held-out
+prompt at temperature 1 (the same seed before and after), scored by VADER, with the KL to the
+base model summed over each sampled completion (k1, nats per completion), and its length.
+
+    python -m benchmarks.rlhf_kl_budget --targets 1 --minutes 10.5
+    python -m benchmarks.rlhf_kl_budget --targets 0.5 1 2 4 --variants gae grpo
+    python -m benchmarks.rlhf_kl_budget --model tiny --minutes 0.2 --targets 1   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {
+    "gae": [],
+    "grpo": ["agent.advantage=grpo", "agent.group_size=4"],
+    "rloo": ["agent.advantage=rloo", "agent.group_size=4"],
+}
+
+
+def prompt_split(num_words: int = 6, heldout: int = 64) -> tuple[list[str], list[str]]:
+    """(train, held-out) prompts as the issue defines them."""
+    from rlenv.text.prompts import _review_snippets
+
+    rows = list(_review_snippets())
+    random.seed(0)
+    random.shuffle(rows)
+    prompts = [" ".join(row.split()[:num_words]) for row in rows]
+    return prompts[:-heldout], prompts[-heldout:]
+
+
+def write_prompts(path: Path, prompts: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    return path
+
+
+def evaluate(run_dir: Path | None, model: str, prompts: list[str], new_tokens: int, seed: int) -> dict:
+    """Sampled completions of ``prompts`` (temperature 1) from the run's policy (base if None)."""
+    import torch
+
+    from agents import load_agent
+    from agents.networks.lm import LMActorCritic
+    from agents.ppo.kl import token_kl
+    from rlenv.feedback.generate import response_log_probs, sample_completions
+    from rlenv.text.scores import SCORES
+
+    torch.set_num_threads(2)
+    if run_dir is None:
+        import gymnasium
+
+        from rlenv.text.tokenizers import load_tokenizer
+
+        tokenizer = load_tokenizer(model)
+        spaces = gymnasium.spaces.Dict(
+            {
+                "input_ids": gymnasium.spaces.Box(0, len(tokenizer) - 1, (96,), dtype="int64"),
+                "attention_mask": gymnasium.spaces.Box(0, 1, (96,), dtype="int64"),
+            }
+        )
+        network = LMActorCritic(spaces, gymnasium.spaces.Discrete(len(tokenizer)), model=model)
+    else:
+        network = load_agent(run_dir).network
+    core = network.core
+    tokenizer = core.tokenizer
+    policy = core.policy_lm
+    batches = sample_completions(
+        policy, tokenizer, prompts, max_new_tokens=new_tokens, batch_size=32, seed=seed
+    )
+    kls, lengths, completions = [], [], []
+    for batch in batches:
+        log_probs = response_log_probs(policy, batch)
+        with core.using(reference=True) as reference:
+            reference_log_probs = response_log_probs(reference, batch)
+        kls += token_kl(log_probs, reference_log_probs, batch.response_mask).sum(dim=1).tolist()
+        lengths += batch.lengths.float().tolist()
+        completions += batch.completions
+    scores = SCORES["sentiment"].fn(completions).tolist()
+    return {
+        "vader": float(sum(scores) / len(scores)),
+        "kl": float(sum(kls) / len(kls)),
+        "length": float(sum(lengths) / len(lengths)),
+        "samples": [f"{p} | {c}" for p, c in zip(prompts[:4], completions[:4], strict=True)],
+    }
+
+
+def train(run_dir: Path, args: argparse.Namespace, target: float, variant: str, train_file: Path) -> float:
+    command = [
+        sys.executable,
+        "-m",
+        "agents.train",
+        "env=text",
+        "agent=ppo",
+        f"env.model={args.model}",
+        f"env.vector.prompts={train_file}",
+        "env.vector.reward_fn=sentiment",
+        f"env.vector.max_new_tokens={args.new_tokens}",
+        f"agent.kl.target={target}",
+        f"train.max_seconds={args.minutes * 60}",
+        "train.total_env_steps=1e9",
+        "train.progress=false",
+        "env.evaluation.episodes=4",
+        "env.evaluation.num_envs=4",
+        f"hydra.run.dir={run_dir}",
+        *VARIANTS[variant],
+        *args.overrides,
+    ]
+    started = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"training failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--targets", type=float, nargs="+", default=[1.0], help="agent.kl.target values")
+    parser.add_argument("--variants", nargs="+", default=["gae"], choices=sorted(VARIANTS))
+    parser.add_argument("--minutes", type=float, default=10.5, help="training time per run")
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed of the evaluation")
+    parser.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temp dir)")
+    parser.add_argument("overrides", nargs="*", help="extra overrides for agents.train (after --)")
+    args = parser.parse_args()
+    train_prompts, heldout = prompt_split()
+    work = args.out or Path(tempfile.mkdtemp(prefix="rlhf_kl_"))
+    work.mkdir(parents=True, exist_ok=True)
+    train_file = write_prompts(work / "train_prompts.jsonl", train_prompts)
+    before = evaluate(None, args.model, heldout, args.new_tokens, args.seed)
+    print(f"base policy: held-out VADER {before['vader']:.3f}, length {before['length']:.1f}")
+    rows = []
+    for variant in args.variants:
+        for target in args.targets:
+            run_dir = work / f"{variant}_kl{target:g}"
+            seconds = train(run_dir, args, target, variant, train_file)
+            after = evaluate(run_dir, args.model, heldout, args.new_tokens, args.seed)
+            updates = json.loads((run_dir / "metrics.json").read_text())["perf/env_steps"]
+            rows.append((variant, target, after, seconds, updates))
+            print(
+                f"{variant:<6} target {target:<4g} VADER {before['vader']:.3f} -> {after['vader']:.3f} "
+                f"({after['vader'] - before['vader']:+.3f}), KL {after['kl']:.2f}, "
+                f"length {after['length']:.1f}, {seconds / 60:.1f} min wall, {updates:.0f} tokens trained",
+                flush=True,
+            )
+            for sample in after["samples"]:
+                print(f"    {sample!r}")
+    print(f"\n{'variant':<8}{'target':>7}{'VADER gain':>12}{'KL':>8}{'length':>8}")
+    for variant, target, after, _, _ in rows:
+        gain = after["vader"] - before["vader"]
+        print(f"{variant:<8}{target:>7g}{gain:>+12.3f}{after['kl']:>8.2f}{after['length']:>8.1f}")
+
+
+if __name__ == "__main__":
+    main()
