@@ -58,14 +58,13 @@ def evaluate(run_dir: Path | None, model: str, prompts: list[str], new_tokens: i
     from agents.ppo.kl import token_kl
     from rlenv.feedback.generate import response_log_probs, sample_completions
     from rlenv.text.scores import SCORES
+    from rlenv.text.tokenizers import load_tokenizer
 
     torch.set_num_threads(2)
+    tokenizer = load_tokenizer(model)
     if run_dir is None:
         import gymnasium
 
-        from rlenv.text.tokenizers import load_tokenizer
-
-        tokenizer = load_tokenizer(model)
         spaces = gymnasium.spaces.Dict(
             {
                 "input_ids": gymnasium.spaces.Box(0, len(tokenizer) - 1, (96,), dtype="int64"),
@@ -76,7 +75,6 @@ def evaluate(run_dir: Path | None, model: str, prompts: list[str], new_tokens: i
     else:
         network = load_agent(run_dir).network
     core = network.core
-    tokenizer = core.tokenizer
     policy = core.policy_lm
     batches = sample_completions(
         policy, tokenizer, prompts, max_new_tokens=new_tokens, batch_size=32, seed=seed

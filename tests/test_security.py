@@ -263,3 +263,17 @@ def test_arbitrary_state_structures_give_our_error(tmp_path, structure):
             pass
     finally:
         (directory / STATE_FILE).write_bytes(original)
+
+
+def test_every_target_the_shipped_configs_name_is_registered():
+    import re
+
+    from agents.run.registry import TARGETS
+
+    conf = ROOT / "conf"
+    named = {
+        match.group(1)
+        for path in conf.rglob("*.yaml")
+        for match in re.finditer(r"_target_:\s*([\w.]+)", path.read_text())
+    }
+    assert named and named <= TARGETS, sorted(named - TARGETS)

@@ -34,6 +34,7 @@ TARGETS: set[str] = {
     "agents.networks.lm.LMQNetwork",
     "agents.ppo.kl.AdaptiveKLController",
     "agents.ppo.kl.FixedKLController",
+    "agents.ppo.kl.PIKLController",
     # envs
     "rlenv.gym_vector.make_vector_env",
     "rlenv.text.vector_env.TextGenerationVectorEnv",
