@@ -126,6 +126,9 @@ def checkpoint_meta(
     return {
         "format": 2,
         "config": OmegaConf.to_container(cfg, resolve=True),
+        # with its interpolations, so that an override on resume (num_envs=...) reaches every key
+        # that refers to it
+        "config_unresolved": OmegaConf.to_container(cfg, resolve=False),
         "agent_config": OmegaConf.to_container(cfg.agent, resolve=True),
         "choices": choices,
         "observation_space": space_to_json(env.single_observation_space),
@@ -424,7 +427,7 @@ def resume_config(cfg: DictConfig, overrides: list[str] | None = None) -> tuple[
     directory = resolve_checkpoint(cfg.resume)
     _, meta = load_checkpoint(directory)
     source = directory / "meta.json"
-    saved_config = meta.get("config")
+    saved_config = meta.get("config_unresolved", meta.get("config"))
     if not isinstance(saved_config, dict):
         raise ResumeError(f"{source}: has no saved run config (key 'config'); cannot resume from it")
     saved_choices = {str(k): str(v) for k, v in dict(meta.get("choices") or {}).items()}

@@ -209,3 +209,11 @@ def test_text_env_resume_is_bitwise_identical(tmp_path, agent):
     assert {k: v for k, v in full.items() if k not in timing} == {
         k: v for k, v in resumed.items() if k not in timing
     }
+
+
+def test_resume_with_another_number_of_envs_is_refused(tmp_path):
+    args = [*SMALL, *PAIRS["tictactoe-tabular"]]
+    train.run(compose_config(args), tmp_path / "a")
+    overrides = [f"resume={tmp_path / 'a'}", "num_envs=6"]
+    with pytest.raises(train.ResumeError, match="num_envs=4"):
+        train.run(compose_config([*args, *overrides]), tmp_path / "b", overrides=overrides)

@@ -93,10 +93,11 @@ def plant(run_dir: Path, target: Path, key: str, payload: dict) -> Path:
     shutil.copytree(run_dir, target)
     checkpoint = resolve_checkpoint(target)
     meta = json.loads((checkpoint / META_FILE).read_text())
-    node = meta["config"]
-    for part in key.split("."):
-        node = node.setdefault(part, {})
-    node.update(payload)
+    for config in ("config", "config_unresolved"):  # resume reads the unresolved one
+        node = meta[config]
+        for part in key.split("."):
+            node = node.setdefault(part, {})
+        node.update(payload)
     meta["agent_config"] = meta["config"]["agent"]
     (checkpoint / META_FILE).write_text(json.dumps(meta))
     return target

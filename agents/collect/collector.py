@@ -173,6 +173,12 @@ class RolloutCollector:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = int(state["episode_return"].shape[0])
+        if saved != self.num_envs:
+            raise ValueError(
+                f"the saved collector stepped {saved} envs, this one steps {self.num_envs}: "
+                f"resume with the saved num_envs={saved}"
+            )
         set_env_state(self.env, state["env"])
         self.obs = (
             map_observation(lambda t: t.to(self.device).clone(), state["obs"])

@@ -6,7 +6,8 @@ A config read back from a file (a checkpoint's ``meta.json`` on ``resume=``,
 registered here, so opening a checkpoint never chooses what code runs. Every ``_target_``
 anywhere in such a config is checked (nested ones too, since Hydra instantiates them
 recursively), as are the other strings that would import code (``module:EnvId`` Gymnasium
-ids) and OmegaConf interpolations (``${...}``, which run resolvers).
+ids) and OmegaConf interpolations (``${...}``) other than references to keys and the
+config-only resolvers ``oc.select`` and ``num_updates``.
 
 Register your own agent, network or env with :func:`register_target` (or put it on the
 command line of the resume: an override the user gives is trusted).
@@ -58,6 +59,9 @@ TARGETS.update(f"torch.optim.{name}" for name in OPTIMIZERS)
 TARGETS.update(f"torch.optim.lr_scheduler.{name}" for name in SCHEDULES)
 
 _INTERPOLATION = re.compile(r"\$\{")
+# interpolations a saved (unresolved) config may keep: references to other keys, and the
+# resolvers that only read the config (no environment, no files, no code)
+_SAFE_INTERPOLATION = re.compile(r"\$\{(?:[A-Za-z_][\w.]*|(?:oc\.select|num_updates):[\w.,:+\-\s]*)\}")
 _GYM_MAKERS = ("rlenv.gym_vector.make_vector_env",)
 
 
@@ -102,6 +106,17 @@ def check_trusted(config: Any, source: str, trusted: Iterable[str] = ()) -> None
         )
 
 
+def _safe_interpolations(text: str) -> bool:
+    """Whether every ``${...}`` in ``text`` is a key reference or a config-only resolver."""
+    remaining = text
+    for _ in range(8):  # nested references such as ${num_updates:${train.total_env_steps},...}
+        stripped = _SAFE_INTERPOLATION.sub("", remaining)
+        if stripped == remaining:
+            break
+        remaining = stripped
+    return "${" not in remaining
+
+
 def _walk(node: Any, path: str, trusted: set[str], problems: list[str]) -> None:
     if isinstance(node, dict):
         target = node.get("_target_")
@@ -125,7 +140,7 @@ def _walk(node: Any, path: str, trusted: set[str], problems: list[str]) -> None:
         for index, value in enumerate(node):
             _walk(value, f"{path}[{index}]", trusted, problems)
     elif isinstance(node, str):
-        if _INTERPOLATION.search(node) and path not in trusted:
-            problems.append(f"{path}={node!r} is an interpolation (saved configs are resolved)")
+        if _INTERPOLATION.search(node) and path not in trusted and not _safe_interpolations(node):
+            problems.append(f"{path}={node!r} is an interpolation that runs a resolver")
     elif not (node is None or isinstance(node, (bool, int, float))):
         problems.append(f"{path} holds a {type(node).__name__}, not plain data")
