@@ -51,6 +51,10 @@ def test_pi_controller_state_round_trips_and_ignores_non_finite_kl():
     assert controller.coef == before
     with pytest.raises(ValueError, match="target"):
         PIKLController(target=0)
+    fixed = PIKLController(coef=0.05, target=1.0, ki=0.0, kp=0.0)  # the fixed-coefficient mode
+    for kl in (0.1, 5.0, 50.0):
+        fixed.update(kl, 8)
+    assert fixed.coef == 0.05
 
 
 def test_estimators_match_their_definitions_and_k3_is_unbiased():
