@@ -122,8 +122,8 @@ class PIKLController:
         self.previous_error: float | None = None
 
     def update(self, kl: float, num_episodes: int) -> None:
-        if not math.isfinite(kl) or num_episodes < 1 or self.coef == 0:
-            return
+        if not math.isfinite(kl) or num_episodes < 1 or self.coef == 0 or self.ki == self.kp == 0:
+            return  # nothing measured, the penalty off, or zero gains (a fixed coefficient)
         error = min(max(math.log(max(kl, 1e-6) / self.target), -1.0), 1.0)
         change = 0.0 if self.previous_error is None else error - self.previous_error
         log_coef = math.log(self.coef) + self.ki * error + self.kp * change
