@@ -81,18 +81,22 @@ class PIKLController:
     """Holds the measured KL at ``target`` by proportional-integral control of ``log beta``.
 
     After each batch with mean sequence KL ``kl`` (k1, nats per completion):
-    ``e = clip(log(kl / target), -1, 1)``; ``log beta += ki * e + kp * (e - e_prev)``.
+    ``e = clip(log(kl / target), -1, 1)``; ``log beta += ki * e * (decrease if e < 0 else 1)
+    + kp * (e - e_prev)``.
     The integral term is dual ascent on the constraint ``KL <= target`` (``beta`` is its
     Lagrange multiplier), taken in log space so that the step is relative and ``beta`` stays
     positive; the proportional term on the change of the error damps the overshoot that the
     policy's lag behind ``beta`` would cause. Unlike a horizon counted in episodes, the
     speed is per update: ``beta`` can change by a factor ``e^(ki)`` per update whatever the
-    run length, so a short run reaches its target as well as a long one.
+    run length, so a short run reaches its target as well as a long one. ``beta`` falls more
+    slowly than it rises (``decrease`` < 1): early in a run the KL is below any target only
+    because the policy has not moved yet, and a ``beta`` wound down then lets it overshoot.
 
     Args:
         coef: the initial beta (> 0; 0 turns the penalty off and the controller with it).
         target: the KL to hold, nats per completion (> 0).
         ki, kp: integral and proportional gains (per update, on the log error).
+        decrease: factor on the integral step while the KL is below the target, in (0, 1].
         min_coef, max_coef: bounds of beta.
     """
 
@@ -102,6 +106,7 @@ class PIKLController:
         target: float = 1.0,
         ki: float = 0.3,
         kp: float = 0.5,
+        decrease: float = 0.5,
         min_coef: float = 1e-4,
         max_coef: float = 100.0,
     ) -> None:
@@ -117,7 +122,9 @@ class PIKLController:
                 raise ValueError(f"{name} must be >= 0, got {gain}")
         self.coef = float(coef)
         self.target = float(target)
-        self.ki, self.kp = float(ki), float(kp)
+        if not 0 < decrease <= 1:
+            raise ValueError(f"decrease must be in (0, 1], got {decrease}")
+        self.ki, self.kp, self.decrease = float(ki), float(kp), float(decrease)
         self.min_coef, self.max_coef = float(min_coef), float(max_coef)
         self.previous_error: float | None = None
 
@@ -126,7 +133,8 @@ class PIKLController:
             return  # nothing measured, the penalty off, or zero gains (a fixed coefficient)
         error = min(max(math.log(max(kl, 1e-6) / self.target), -1.0), 1.0)
         change = 0.0 if self.previous_error is None else error - self.previous_error
-        log_coef = math.log(self.coef) + self.ki * error + self.kp * change
+        integral = self.ki * error * (self.decrease if error < 0 else 1.0)
+        log_coef = math.log(self.coef) + integral + self.kp * change
         self.coef = min(max(math.exp(log_coef), self.min_coef), self.max_coef)
         self.previous_error = error
 

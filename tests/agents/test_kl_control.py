@@ -164,3 +164,18 @@ def test_progress_bar_shows_score_and_kl_with_its_target():
         "win": "0.50",
         "loss": "0.10",
     }
+
+
+@pytest.mark.parametrize("target", [0.5, 1.0, 4.0])
+def test_pi_controller_settles_after_a_slow_start_without_winding_beta_down(target):
+    """The policy barely moves for 10 updates, then drifts fast: beta must not have collapsed."""
+    controller, kl, seen = PIKLController(coef=0.1, target=target), 0.0, []
+    for update in range(60):
+        kl += (0.05 if update < 10 else 0.4) * (0.3 / controller.coef - kl)
+        seen.append(kl)
+        controller.update(kl, 16)
+        if update == 9:
+            assert controller.coef > 0.1 * math.exp(-0.3 * 10 * 0.5) * 0.99  # fell at half the rate
+    tail = seen[30:]
+    assert abs(sum(tail) / len(tail) / target - 1) <= 0.25
+    assert max(seen) < 3 * target
