@@ -37,3 +37,35 @@ def test_text_rollout_runs_with_the_tiny_model():
         "benchmarks.text_rollout", "--model", "tiny", "--batch", "2", "--new-tokens", "4", "--repeats", "1"
     )
     assert "LoRA policy + reference" in out
+
+
+def test_text_update_profile_prints_the_phases():
+    out = run_module(
+        "benchmarks.text_update_profile",
+        "--updates",
+        "1",
+        "--",
+        "env.model=tiny",
+        "env.vector.window=48",
+        "num_envs=4",
+    )
+    for phase in ("acting", "reference pass", "optimisation"):
+        assert phase in out
+
+
+def test_rlhf_kl_budget_runs_with_the_tiny_model():
+    out = run_module(
+        "benchmarks.rlhf_kl_budget",
+        "--model",
+        "tiny",
+        "--minutes",
+        "0.02",
+        "--new-tokens",
+        "8",
+        "--targets",
+        "1",
+        "--",
+        "env.vector.window=32",
+        "num_envs=4",
+    )
+    assert "VADER gain" in out and "gae" in out
