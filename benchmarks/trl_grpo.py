@@ -7,8 +7,8 @@ prompts, the same sampling seed, KL to the base model summed over each sampled c
 
 TRL is not a dependency of this project. Install it beside the project's environment only:
 
-    pip install --target benchmarks/.trl-site --no-deps trl==1.16.0 "datasets>=4.7" pandas \\
-        "pyarrow>=21" dill xxhash multiprocess httpx httpcore anyio h11 sniffio
+    pip install --target benchmarks/.trl-site --no-deps trl==1.16.0 datasets==4.8.4 pandas \\
+        pyarrow==21.0.0 dill==0.4.0 multiprocess==0.70.18 xxhash httpx httpcore anyio h11 sniffio
     PYTHONPATH=benchmarks/.trl-site python -m benchmarks.trl_grpo --minutes 10.5
 """
 
