@@ -217,3 +217,22 @@ def test_resume_with_another_number_of_envs_is_refused(tmp_path):
     overrides = [f"resume={tmp_path / 'a'}", "num_envs=6"]
     with pytest.raises(train.ResumeError, match="num_envs=4"):
         train.run(compose_config([*args, *overrides]), tmp_path / "b", overrides=overrides)
+
+
+def test_resume_with_a_longer_run_extends_the_learning_rate_schedule(tmp_path):
+    args = [*SMALL, *PAIRS["cartpole-ppo"]]  # the gym preset decays the learning rate linearly to 0
+    train.run(compose_config(args), tmp_path / "a")
+    saved, _ = load_checkpoint(tmp_path / "a")
+    assert saved["agent"]["optimizer"]["param_groups"][0]["lr"] == 0.0
+    overrides = [f"resume={tmp_path / 'a'}", "train.total_env_steps=1024"]
+    cfg, _ = train.resume_config(compose_config([*args, *overrides]), overrides)
+    _, agent = train.build(cfg, torch.device("cpu"))
+    agent.load_state_dict(saved["agent"])
+    learning_rate = agent.optimizer.param_groups[0]["lr"]
+    assert 0 < learning_rate < cfg.agent.optimizer.lr  # halfway through the longer schedule
+    assert agent.lr_schedule.total_iters == 2 * saved["agent"]["lr_schedule"]["total_iters"]
+    resumed = train.run(compose_config([*args, *overrides]), tmp_path / "b", overrides=overrides)
+    final, _ = load_checkpoint(tmp_path / "b")
+    assert resumed["perf/env_steps"] >= 1024
+    before, after = saved["agent"]["network"], final["agent"]["network"]
+    assert any(not torch.equal(before[key], after[key]) for key in before)  # it kept learning

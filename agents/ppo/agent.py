@@ -79,6 +79,44 @@ def _check_settings(
         raise ValueError(f"clip_coef must be positive, got {clip_coef}")
 
 
+_SCHEDULE_PROGRESS = {
+    "last_epoch",
+    "_last_lr",
+    "_step_count",
+    "base_lrs",
+    "_get_lr_called_within_step",
+    "_is_initial",
+}
+
+
+def load_schedule(schedule: torch.optim.lr_scheduler.LRScheduler, saved: dict[str, Any]) -> None:
+    """Restore a schedule's progress; keep this run's settings where they differ from the saved ones.
+
+    A run resumed with a longer ``train.total_env_steps`` builds its schedule with the new
+    length (``total_iters``); loading the saved state as is would bring back the old length
+    and, at its end, a learning rate of 0. The saved progress (``last_epoch``) is kept, this
+    run's settings are put back, and the learning rate is recomputed from the schedule's
+    closed form where it has one.
+    """
+    fresh = schedule.state_dict()
+    changed = {
+        key: value
+        for key, value in fresh.items()
+        if key not in _SCHEDULE_PROGRESS and saved.get(key) != value
+    }
+    schedule.load_state_dict(saved)
+    if not changed:
+        return
+    for key, value in changed.items():
+        setattr(schedule, key, value)
+    closed_form = getattr(schedule, "_get_closed_form_lr", None)
+    if closed_form is not None:
+        rates = closed_form()
+        for group, rate in zip(schedule.optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate
+        schedule._last_lr = list(rates)
+
+
 class PPOAgent:
     """PPO for discrete (maskable) actions; implements the :class:`~agents.core.base.Agent` protocol.
 
@@ -417,7 +455,7 @@ class PPOAgent:
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_schedule is not None and "lr_schedule" in state:
-            self.lr_schedule.load_state_dict(state["lr_schedule"])
+            load_schedule(self.lr_schedule, state["lr_schedule"])
         if self.kl is not None and "kl" in state:
             self.kl.load_state_dict(state["kl"])
         self.updates = int(state["updates"])
