@@ -28,12 +28,13 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -219,36 +220,62 @@ def monitored_reward(reward_model: Any, labeler: ScoreFn, records: list[Any]) ->
 
 
 @torch.no_grad()
+def sample_and_measure(
+    policy: Any,
+    reference: Callable[[], AbstractContextManager[Any]],
+    tokenizer: Any,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+) -> tuple[list[str], list[float], list[float]]:
+    """One sampled completion per prompt, its KL to the reference and its length.
+
+    ``reference()`` enters a context in which the reference model is available: it yields
+    that model, or ``None`` when ``policy`` itself acts as the reference inside it (a PEFT
+    model's ``disable_adapter()``). KL: k1 summed over each completion's tokens (nats).
+
+    Returns:
+        completions, KL per completion, length per completion (tokens), in prompt order.
+    """
+    from agents.ppo.kl import token_kl
+    from rlenv.feedback.generate import response_log_probs, sample_completions
+
+    batches = sample_completions(
+        policy, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed
+    )
+    completions, kls, lengths = [], [], []
+    for batch in batches:
+        log_probs = response_log_probs(policy, batch)
+        with reference() as model:
+            reference_log_probs = response_log_probs(policy if model is None else model, batch)
+        kls += token_kl(log_probs, reference_log_probs, batch.response_mask).sum(dim=1).tolist()
+        lengths += batch.lengths.float().tolist()
+        completions += batch.completions
+    return completions, kls, lengths
+
+
 def evaluate_policy(
     core: Any, tokenizer: Any, prompts: list[str], reward: ScoreFn, labeler: ScoreFn, settings: DictConfig
 ) -> PolicyReport:
     """Sample one completion per prompt from the policy and score it (see the module docstring)."""
-    from agents.ppo.kl import token_kl
-    from rlenv.feedback.generate import response_log_probs, sample_completions
     from rlenv.reward.scoring import as_array
 
-    policy = core.policy_lm
-    batches = sample_completions(
-        policy,
+    completions, kls, lengths = sample_and_measure(
+        core.policy_lm,
+        lambda: core.using(reference=True),
         tokenizer,
         prompts,
         max_new_tokens=int(settings.max_new_tokens),
         batch_size=int(settings.batch_size),
         seed=int(settings.seed),
     )
-    kls, lengths, completions = [], [], []
-    for batch in batches:
-        log_probs = response_log_probs(policy, batch)
-        with core.using(reference=True) as reference:
-            reference_log_probs = response_log_probs(reference, batch)
-        kls.append(token_kl(log_probs, reference_log_probs, batch.response_mask).sum(dim=1))
-        lengths.append(batch.lengths.float())
-        completions += batch.completions
     return PolicyReport(
         rm_score=float(as_array(reward(prompts, completions)).mean()),
         labeler_score=float(as_array(labeler(prompts, completions)).mean()),
-        kl=float(torch.cat(kls).mean()),
-        length=float(torch.cat(lengths).mean()),
+        kl=float(np.mean(kls)),
+        length=float(np.mean(lengths)),
         prompts=list(prompts),
         completions=completions,
     )

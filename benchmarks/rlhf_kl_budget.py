@@ -55,9 +55,7 @@ def evaluate(run_dir: Path | None, model: str, prompts: list[str], new_tokens: i
 
     from agents import load_agent
     from agents.networks.lm import LMActorCritic
-    from agents.ppo.kl import token_kl
-    from rlenv.feedback.generate import response_log_probs, sample_completions
-    from rlenv.text.scores import SCORES
+    from agents.rlhf import sample_and_measure
     from rlenv.text.tokenizers import load_tokenizer
 
     torch.set_num_threads(2)
@@ -75,18 +73,22 @@ def evaluate(run_dir: Path | None, model: str, prompts: list[str], new_tokens: i
     else:
         network = load_agent(run_dir).network
     core = network.core
-    policy = core.policy_lm
-    batches = sample_completions(
-        policy, tokenizer, prompts, max_new_tokens=new_tokens, batch_size=32, seed=seed
+    completions, kls, lengths = sample_and_measure(
+        core.policy_lm,
+        lambda: core.using(reference=True),
+        tokenizer,
+        prompts,
+        max_new_tokens=new_tokens,
+        batch_size=32,
+        seed=seed,
     )
-    kls, lengths, completions = [], [], []
-    for batch in batches:
-        log_probs = response_log_probs(policy, batch)
-        with core.using(reference=True) as reference:
-            reference_log_probs = response_log_probs(reference, batch)
-        kls += token_kl(log_probs, reference_log_probs, batch.response_mask).sum(dim=1).tolist()
-        lengths += batch.lengths.float().tolist()
-        completions += batch.completions
+    return report(prompts, completions, kls, lengths)
+
+
+def report(prompts: list[str], completions: list[str], kls: list[float], lengths: list[float]) -> dict:
+    """Mean VADER, KL and length of sampled completions, and a few samples."""
+    from rlenv.text.scores import SCORES
+
     scores = SCORES["sentiment"].fn(completions).tolist()
     return {
         "vader": float(sum(scores) / len(scores)),

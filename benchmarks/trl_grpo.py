@@ -19,33 +19,17 @@ import time
 
 import torch
 
-from benchmarks.rlhf_kl_budget import prompt_split
+from benchmarks.rlhf_kl_budget import prompt_split, report
 
 
 def evaluate_peft(model, tokenizer, prompts: list[str], new_tokens: int, seed: int) -> dict:
     """Held-out VADER, KL to the adapter-disabled base (k1 per completion) and length."""
-    from agents.ppo.kl import token_kl
-    from rlenv.feedback.generate import response_log_probs, sample_completions
-    from rlenv.text.scores import SCORES
+    from agents.rlhf import sample_and_measure
 
-    batches = sample_completions(
-        model, tokenizer, prompts, max_new_tokens=new_tokens, batch_size=32, seed=seed
+    completions, kls, lengths = sample_and_measure(
+        model, model.disable_adapter, tokenizer, prompts, max_new_tokens=new_tokens, batch_size=32, seed=seed
     )
-    kls, lengths, completions = [], [], []
-    for batch in batches:
-        log_probs = response_log_probs(model, batch)
-        with model.disable_adapter():
-            reference = response_log_probs(model, batch)
-        kls += token_kl(log_probs, reference, batch.response_mask).sum(dim=1).tolist()
-        lengths += batch.lengths.float().tolist()
-        completions += batch.completions
-    scores = SCORES["sentiment"].fn(completions).tolist()
-    return {
-        "vader": sum(scores) / len(scores),
-        "kl": sum(kls) / len(kls),
-        "length": sum(lengths) / len(lengths),
-        "samples": [f"{p} | {c}" for p, c in zip(prompts[:4], completions[:4], strict=True)],
-    }
+    return report(prompts, completions, kls, lengths)
 
 
 def main() -> None:

@@ -91,14 +91,15 @@ def _differences(a: dict, b: dict) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("pair", sorted(PAIRS))
-def test_resume_from_any_checkpoint_is_bitwise_identical(tmp_path, pair):
-    args = [*SMALL, *PAIRS[pair]]
+def assert_resume_is_identical(
+    tmp_path, args: list[str], min_checkpoints: int, rng: random.Random | None = None
+) -> None:
+    """Train, resume from a middle checkpoint (random with ``rng``), compare with the whole run."""
     full = train.run(compose_config(args), tmp_path / "full")
     checkpoints = sorted((tmp_path / "full" / "checkpoints").glob("update_*"))
-    assert len(checkpoints) >= 4
-    middle = checkpoints[random.Random(pair).randrange(1, len(checkpoints) - 1)]
-    overrides = [f"resume={middle}"]
+    assert len(checkpoints) >= min_checkpoints
+    index = rng.randrange(1, len(checkpoints) - 1) if rng is not None else len(checkpoints) // 2
+    overrides = [f"resume={checkpoints[index]}"]
     resumed = train.run(compose_config([*args, *overrides]), tmp_path / "resumed", overrides=overrides)
     state_full, _ = load_checkpoint(tmp_path / "full")
     state_resumed, _ = load_checkpoint(tmp_path / "resumed")
@@ -107,6 +108,11 @@ def test_resume_from_any_checkpoint_is_bitwise_identical(tmp_path, pair):
     assert {k: v for k, v in full.items() if k not in timing} == {
         k: v for k, v in resumed.items() if k not in timing
     }
+
+
+@pytest.mark.parametrize("pair", sorted(PAIRS))
+def test_resume_from_any_checkpoint_is_bitwise_identical(tmp_path, pair):
+    assert_resume_is_identical(tmp_path, [*SMALL, *PAIRS[pair]], min_checkpoints=4, rng=random.Random(pair))
 
 
 def test_the_comparison_detects_a_resume_that_loses_the_env_state(tmp_path, monkeypatch):
@@ -197,18 +203,7 @@ def test_text_env_resume_is_bitwise_identical(tmp_path, agent):
     from tests.agents.test_text_ppo import TINY_TEXT
 
     args = [*TINY_TEXT, *TEXT_AGENTS[agent], "train.checkpoint_every=1", "train.keep_checkpoints=null"]
-    full = train.run(compose_config(args), tmp_path / "full")
-    checkpoints = sorted((tmp_path / "full" / "checkpoints").glob("update_*"))
-    assert len(checkpoints) >= 3
-    overrides = [f"resume={checkpoints[len(checkpoints) // 2]}"]
-    resumed = train.run(compose_config([*args, *overrides]), tmp_path / "resumed", overrides=overrides)
-    state_full, _ = load_checkpoint(tmp_path / "full")
-    state_resumed, _ = load_checkpoint(tmp_path / "resumed")
-    assert _differences(state_full, state_resumed) == []
-    timing = ("perf/train_seconds",)
-    assert {k: v for k, v in full.items() if k not in timing} == {
-        k: v for k, v in resumed.items() if k not in timing
-    }
+    assert_resume_is_identical(tmp_path, args, min_checkpoints=3)
 
 
 def test_resume_with_another_number_of_envs_is_refused(tmp_path):
