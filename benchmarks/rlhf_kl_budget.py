@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "gae": [],
+    "gae_dense": ["env.vector.reward_shaping=potential"],
     "grpo": ["agent.advantage=grpo", "agent.group_size=4"],
     "rloo": ["agent.advantage=rloo", "agent.group_size=4"],
 }

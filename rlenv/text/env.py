@@ -17,6 +17,7 @@ from rlenv.text.tokenizers import load_tokenizer
 from rlenv.text.tokens import left_pad, push_tokens
 
 PROMPT_OVERFLOW = ("error", "truncate")
+REWARD_SHAPING = ("none", "potential")
 
 
 @dataclass
@@ -33,6 +34,12 @@ class TextEnvConfig:
     eos_token_id: int | None
     pad_token_id: int
     prompt_overflow: str
+    reward_shaping: str = "none"
+
+    @property
+    def shaped(self) -> bool:
+        """Whether every step is rewarded with the change of the completion's score."""
+        return self.reward_shaping == "potential"
 
     @property
     def observation_space(self) -> spaces.Dict:
@@ -51,8 +58,11 @@ def make_config(
     split: str,
     prompt_overflow: str,
     vocab_size: int | None,
+    reward_shaping: str = "none",
 ) -> TextEnvConfig:
     """Resolve and check the env arguments (see :class:`TextGenerationEnv`)."""
+    if reward_shaping not in REWARD_SHAPING:
+        raise ValueError(f"unknown reward_shaping {reward_shaping!r}; valid: {list(REWARD_SHAPING)}")
     if isinstance(tokenizer, str):
         tokenizer = load_tokenizer(tokenizer)
     for name, value in (("window", window), ("max_new_tokens", max_new_tokens)):
@@ -79,6 +89,7 @@ def make_config(
         eos_token_id=eos,
         pad_token_id=pad,
         prompt_overflow=prompt_overflow,
+        reward_shaping=reward_shaping,
     )
 
 
@@ -200,6 +211,15 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     reward function on (prompt, completion). The completion is the decoded text of the
     generated tokens, special tokens (EOS) removed.
 
+    ``reward_shaping="potential"`` rewards every step instead with the change of the score of
+    the completion so far: ``r_t = f(prompt, text_t) - f(prompt, text_{t-1})``, the empty
+    completion's score taken as 0. The rewards of an episode sum to the same final score, and
+    this potential-based shaping keeps the optimal policies (Ng, Harada and Russell, 1999),
+    while telling a learner which token moved the score (a lexicon score such as VADER moves
+    at the word that carries it). The reward function is then called at every step, on the
+    partial completions of the rows that generated a token; ``info["score"]`` stays the final
+    score.
+
     ## Starting State
 
     A prompt drawn uniformly from the prompt list of the split with ``self.np_random``, or
@@ -230,6 +250,7 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     - ``prompt_overflow``: ``"error"`` (default) rejects a prompt longer than ``window``
       tokens; ``"truncate"`` keeps its last ``window`` tokens.
     - ``vocab_size``: size of the action space if larger than the tokenizer's (a model head).
+    - ``reward_shaping``: ``"none"`` (default: the score at the end) or ``"potential"`` (above).
     - ``render_mode``: ``None`` or ``"ansi"``.
 
     ## Version History
@@ -251,6 +272,7 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         prompt_overflow: str = "error",
         vocab_size: int | None = None,
         render_mode: str | None = None,
+        reward_shaping: str = "none",
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unknown render_mode {render_mode!r}; valid: {self.metadata['render_modes']}")
@@ -264,6 +286,7 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             split,
             prompt_overflow,
             vocab_size,
+            reward_shaping,
         )
         self.render_mode = render_mode
         self.observation_space = self.config.observation_space
@@ -274,6 +297,7 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self._attention_mask = torch.zeros((1, window), dtype=torch.int64)
         self._started = False
         self._ended: str | None = None
+        self._potential = 0.0
 
     @property
     def tokenizer(self) -> Any:
@@ -298,6 +322,7 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self._input_ids, self._attention_mask = left_pad([tokens], config.window, config.pad_token_id, "cpu")
         self._generated = []
         self._started, self._ended = True, None
+        self._potential = 0.0
         return self._observation(), {"prompt": self._prompt}
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -315,14 +340,17 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         terminated, truncated = episode_ends(
             tokens, torch.tensor([len(generated)]), active, config.eos_token_id, config.max_new_tokens
         )
-        reward, info, ended = 0.0, {}, None
-        if terminated.item() or truncated.item():
+        reward, info, ended, potential = 0.0, {}, None, self._potential
+        final = bool(terminated.item() or truncated.item())
+        if final or config.shaped:
             completion = decode_completion(config.tokenizer, generated)
-            reward = float(score_completions(config.reward_fn, [self._prompt], [completion])[0])
+            score = float(score_completions(config.reward_fn, [self._prompt], [completion])[0])
+            reward, potential = (score - self._potential, score) if config.shaped else (score, 0.0)
+        if final:
             info = {
                 "prompt": self._prompt,
                 "completion": completion,
-                "score": reward,
+                "score": score,
                 "length": len(generated),
             }
             reason = "EOS" if terminated.item() else f"max_new_tokens={config.max_new_tokens}"
@@ -333,6 +361,7 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             attention_mask,
             ended,
         )
+        self._potential = potential
         return self._observation(), reward, bool(terminated.item()), bool(truncated.item()), info
 
     def render(self) -> str | None:

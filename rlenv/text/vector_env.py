@@ -65,7 +65,8 @@ class TextGenerationVectorEnv(VectorEnv):
     ``step(actions)`` takes a (B,) integer tensor (NumPy or a list also work) and returns
     ``obs`` (dict of ``input_ids`` and ``attention_mask``, (B, window) int64), ``rewards`` (B,)
     float32, ``terminated`` and ``truncated`` (B,) bool, and ``info``. The reward function is
-    called once per step in which some rows end, on those rows together.
+    called once per step in which some rows end, on those rows together (with
+    ``reward_shaping="potential"``: once per step, on every row that generated a token).
 
     Returned tensors share memory with the env's state: copy them before modifying in place.
 
@@ -125,6 +126,7 @@ class TextGenerationVectorEnv(VectorEnv):
         device: str | torch.device = "cpu",
         render_mode: str | None = None,
         group_size: int = 1,
+        reward_shaping: str = "none",
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -152,6 +154,7 @@ class TextGenerationVectorEnv(VectorEnv):
             split,
             prompt_overflow,
             vocab_size,
+            reward_shaping,
         )
         self.metadata = {**type(self).metadata, "autoreset_mode": AUTORESET_MODES[autoreset_mode]}
         self.num_envs = num_envs
@@ -171,6 +174,7 @@ class TextGenerationVectorEnv(VectorEnv):
         self._active = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
         self._finished = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
         self._scores = torch.zeros(num_envs, dtype=torch.float32, device=self.device)
+        self._potential = torch.zeros(num_envs, dtype=torch.float32, device=self.device)
         self._prompts = [""] * num_envs
         self._any_active = False
         self._needs_reset = True
@@ -257,14 +261,22 @@ class TextGenerationVectorEnv(VectorEnv):
         )
         ended = terminated | truncated
         rows = ended.nonzero().flatten()
-        completions: list[str] = []
-        scores = torch.zeros(0, dtype=torch.float32, device=self.device)
-        if len(rows):
-            completions = self._decode(generated[rows].cpu(), lengths[rows].cpu())
-            prompts = [self._prompts[row] for row in rows.tolist()]
-            scores = torch.as_tensor(
-                score_completions(config.reward_fn, prompts, completions), device=self.device
-            )
+        # rows whose text is scored at this step: those that ended (every active row if shaped)
+        scored = active.nonzero().flatten() if config.shaped else rows
+        texts: list[str] = []
+        values = torch.zeros(0, dtype=torch.float32, device=self.device)
+        if len(scored):
+            texts = self._decode(generated[scored].cpu(), lengths[scored].cpu())
+            prompts = [self._prompts[row] for row in scored.tolist()]
+            values = torch.as_tensor(score_completions(config.reward_fn, prompts, texts), device=self.device)
+        if config.shaped:
+            picked = ended[scored].nonzero().flatten().tolist()
+            completions, scores = [texts[i] for i in picked], values[picked]
+            potential = self._potential.index_copy(0, scored, values)
+            shaped = torch.where(active, potential - self._potential, 0.0)
+            self._potential = potential
+        else:
+            completions, scores = texts, values
         self._generated, self._lengths = generated, lengths
         self._input_ids, self._attention_mask = input_ids, attention_mask
         rewards = torch.zeros(self.num_envs, dtype=torch.float32, device=self.device)
@@ -281,6 +293,8 @@ class TextGenerationVectorEnv(VectorEnv):
             info["all_done"] = False
         if len(rows):
             rewards = self._finish_rows(ended, rows, completions, scores, info)
+        if config.shaped:
+            rewards = shaped
         return self._observation(), rewards, terminated, truncated, info
 
     def _finish_rows(
@@ -330,6 +344,7 @@ class TextGenerationVectorEnv(VectorEnv):
         self._attention_mask = self._attention_mask.index_copy(0, index, attention_mask)
         self._generated = self._generated.index_fill(0, index, config.pad_token_id)
         self._lengths = self._lengths.index_fill(0, index, 0)
+        self._potential = self._potential.index_fill(0, index, 0.0)
         self._active = self._active.index_fill(0, index, True)
         for row, prompt in zip(rows, prompts, strict=True):
             self._prompts[row] = prompt
