@@ -40,6 +40,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from agents.run.threads import set_job_threads
 from agents.train import (
     Checkpointer,
     Interrupted,
@@ -359,8 +360,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Run every stage as ``cfg`` says; returns the final metrics (also in ``metrics.json``)."""
     run_dir = Path(run_dir)
     claim_run_dir(run_dir)
-    if cfg.train.torch_threads:
-        torch.set_num_threads(int(cfg.train.torch_threads))
+    set_job_threads(cfg.train.torch_threads)
     seed_everything(int(cfg.seed))
     logger = instantiate(cfg.logger, log_dir=str(run_dir)) if cfg.logger else NullLogger()
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))

@@ -49,6 +49,7 @@ from agents.run.checkpoint import (
 from agents.run.compat import IncompatiblePairError, check_pair
 from agents.run.registry import check_trusted
 from agents.run.schema import check_config
+from agents.run.threads import set_job_threads
 from rlenv.logger import NullLogger, flatten
 
 log = logging.getLogger(__name__)
@@ -503,8 +504,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
     cfg, choices = resume_config(cfg, overrides)
     check_config(cfg)
     claim_run_dir(run_dir)
-    if cfg.train.torch_threads:
-        torch.set_num_threads(int(cfg.train.torch_threads))
+    threads = set_job_threads(cfg.train.torch_threads)
     seed_everything(int(cfg.seed))
     device = resolve_device(cfg.device)
     env, agent = build(cfg, device)
@@ -525,6 +525,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
             **results,
             "perf/train_seconds": trainer["train_seconds"],
             "perf/env_steps": trainer["env_steps"],
+            "perf/torch_threads": threads,
         }
         logger.log(final, trainer["env_steps"])
         logger.hparams(flatten(OmegaConf.to_container(cfg, resolve=True)), results)

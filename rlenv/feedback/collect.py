@@ -294,16 +294,17 @@ def run(cfg: Any) -> LabelingSummary:
     return summary
 
 
-def _hydra_main() -> None:
+def main() -> None:
+    """Console entry point (``rlenv-collect``): the Hydra app over ``conf/collect.yaml``."""
     import hydra
     from omegaconf import DictConfig
 
     @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="collect")
-    def main(cfg: DictConfig) -> None:
+    def app(cfg: DictConfig) -> None:
         run(cfg)
 
-    main()
+    app()
 
 
 if __name__ == "__main__":
-    _hydra_main()
+    main()

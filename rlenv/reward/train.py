@@ -457,14 +457,15 @@ def run(cfg: RewardTrainConfig, run_dir: str | Path, logger: Any = None) -> dict
     return metrics
 
 
-def _hydra_main() -> None:
+def main() -> None:
+    """Console entry point (``rlenv-reward``): the Hydra app over ``conf/reward_train.yaml``."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import to_absolute_path
     from omegaconf import DictConfig, OmegaConf
 
     @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="reward_train")
-    def main(cfg: DictConfig) -> float:
+    def app(cfg: DictConfig) -> float:
         settings = RewardTrainConfig(**OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
         settings.data = to_absolute_path(settings.data)
         if settings.val_data is not None:
@@ -473,8 +474,8 @@ def _hydra_main() -> None:
         print(json.dumps(metrics, indent=2))
         return metrics[NS + "val_accuracy"]
 
-    main()
+    app()
 
 
 if __name__ == "__main__":
-    _hydra_main()
+    main()

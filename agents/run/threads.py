@@ -1,0 +1,74 @@
+"""Torch threads per job: parallel jobs of a sweep split the cores instead of oversubscribing them.
+
+``train.torch_threads`` set: that many threads. Unset: in a Hydra multirun whose launcher runs
+several jobs at once on this machine (``hydra/launcher=joblib`` with ``n_jobs``, the Ray
+launcher's ``num_cpus`` per task, Submitit's ``cpus_per_task``), each job takes its share of
+the cores this process may use; otherwise torch's default (every core) is kept. Two jobs on
+2 cores get 1 thread each.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the platform reports it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def threads_for_job(requested: int | None, launcher: Mapping[str, Any] | None, cores: int) -> int | None:
+    """Threads for one job: ``requested`` if given, else the launcher's share of ``cores``.
+
+    Args:
+        requested: ``train.torch_threads`` (None: not set).
+        launcher: the Hydra launcher config of a multirun (None: a single run).
+        cores: cores available to this process.
+
+    Returns:
+        the thread count to set, or None to keep torch's default.
+    """
+    if requested:
+        return int(requested)
+    if not launcher:
+        return None
+    for key in ("cpus_per_task", "num_cpus"):  # Submitit, then the Ray launcher's remote options
+        value = launcher.get(key)
+        if value is None and isinstance(launcher.get("ray"), Mapping):
+            value = (launcher["ray"].get("remote") or {}).get(key)
+        if isinstance(value, int) and value > 0:
+            return min(value, cores)
+    jobs = launcher.get("n_jobs")
+    if isinstance(jobs, int) and jobs != 1:
+        parallel = cores if jobs < 0 else min(jobs, cores)  # joblib: -1 means one job per core
+        return max(1, cores // parallel)
+    return None
+
+
+def hydra_launcher() -> Mapping[str, Any] | None:
+    """The launcher config of the current Hydra multirun job (None outside one)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return None
+    config = HydraConfig.get()
+    if config.mode != RunMode.MULTIRUN:
+        return None
+    launcher = OmegaConf.to_container(config.launcher, resolve=True)
+    return launcher if isinstance(launcher, dict) else None
+
+
+def set_job_threads(requested: int | None) -> int:
+    """Set torch's threads for this job (see the module docstring); returns the count in use."""
+    threads = threads_for_job(requested, hydra_launcher(), available_cores())
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()

@@ -1,0 +1,68 @@
+"""Parallel jobs of a sweep split the cores: torch threads per job."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents.run.threads import available_cores, threads_for_job
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("requested", "launcher", "cores", "expected"),
+    [
+        (3, {"n_jobs": 2}, 8, 3),  # an explicit train.torch_threads wins
+        (None, None, 8, None),  # a single run keeps torch's default
+        (None, {"n_jobs": 2}, 2, 1),  # two jobs on two cores: one thread each
+        (None, {"n_jobs": 3}, 8, 2),
+        (None, {"n_jobs": 16}, 4, 1),  # more jobs than cores: never 0
+        (None, {"n_jobs": -1}, 4, 1),  # joblib's -1: one job per core
+        (None, {"n_jobs": 1}, 4, None),
+        (None, {"cpus_per_task": 4, "tasks_per_node": 1}, 16, 4),  # Submitit
+        (None, {"ray": {"remote": {"num_cpus": 2}}}, 16, 2),  # the Ray launcher
+        (None, {"cpus_per_task": 32}, 8, 8),
+        (None, {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 8, None),
+    ],
+)
+def test_threads_for_job(requested, launcher, cores, expected):
+    assert threads_for_job(requested, launcher, cores) == expected
+
+
+def test_available_cores_is_positive():
+    assert available_cores() >= 1
+
+
+def test_joblib_sweep_jobs_split_the_cores(tmp_path):
+    sweep = tmp_path / "multirun"
+    command = [
+        sys.executable,
+        "-m",
+        "agents.train",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "env=tictactoe",
+        "agent=qlearning_tabular",
+        "seed=0,1",
+        "num_envs=8",
+        "agent.rollout_steps=4",
+        "train.total_env_steps=64",
+        "train.progress=false",
+        "env.evaluation.episodes=10",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = sorted(sweep.glob("*/metrics.json"))
+    assert len(metrics) == 2
+    for path in metrics:
+        assert json.loads(path.read_text())["perf/torch_threads"] == max(1, available_cores() // 2)
