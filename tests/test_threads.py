@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from agents.run.threads import available_cores, threads_for_job
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -37,32 +29,3 @@ def test_threads_for_job(requested, launcher, cores, expected):
 
 def test_available_cores_is_positive():
     assert available_cores() >= 1
-
-
-def test_joblib_sweep_jobs_split_the_cores(tmp_path):
-    sweep = tmp_path / "multirun"
-    command = [
-        sys.executable,
-        "-m",
-        "agents.train",
-        "-m",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        "env=tictactoe",
-        "agent=qlearning_tabular",
-        "seed=0,1",
-        "num_envs=8",
-        "agent.rollout_steps=4",
-        "train.total_env_steps=64",
-        "train.progress=false",
-        "env.evaluation.episodes=10",
-        "logger=none",
-        f"hydra.sweep.dir={sweep}",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    metrics = sorted(sweep.glob("*/metrics.json"))
-    assert len(metrics) == 2
-    for path in metrics:
-        assert json.loads(path.read_text())["perf/torch_threads"] == max(1, available_cores() // 2)

@@ -1,0 +1,115 @@
+"""Launchers: joblib jobs split the cores; the cluster configs compose and validate; Submitit
+(local processes) and Ray run a sweep; an Optuna study in SQLite continues."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+import agents.train  # noqa: F401  (registers the config schemas)
+from agents.run.threads import available_cores
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "env=tictactoe",
+    "agent=qlearning_tabular",
+    "num_envs=8",
+    "agent.rollout_steps=4",
+    "train.total_env_steps=64",
+    "train.progress=false",
+    "env.evaluation.episodes=10",
+    "logger=none",
+]
+
+
+def hydra_config(*overrides: str):
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True).hydra
+
+
+def test_slurm_launcher_composes_with_the_project_defaults():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    launcher = hydra_config("hydra/launcher=slurm", "hydra.launcher.partition=gpu").launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.cpus_per_task, launcher.mem_gb, launcher.partition) == (4, 16, "gpu")
+    with pytest.raises(ConfigCompositionException, match="cpus_per_task=four") as error:
+        hydra_config("hydra/launcher=slurm", "hydra.launcher.cpus_per_task=four")
+    assert isinstance(error.value.__cause__, ValidationError)
+
+
+def test_ray_launcher_composes():
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    launcher = hydra_config("hydra/launcher=ray_local").launcher
+    assert launcher._target_.endswith("ray_launcher.RayLauncher")
+    assert launcher.ray.remote.num_cpus == 1 and launcher.ray.init.address is None
+
+
+def sweep(tmp_path: Path, *launcher: str) -> list[dict]:
+    out = tmp_path / "multirun"
+    command = [sys.executable, "-m", "agents.train", "-m", *launcher, *TINY, "seed=0,1"]
+    command.append(f"hydra.sweep.dir={out}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    return [json.loads(path.read_text()) for path in sorted(out.glob("*/metrics.json"))]
+
+
+def test_joblib_sweep_jobs_split_the_cores(tmp_path):
+    metrics = sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert len(metrics) == 2
+    assert all(m["perf/torch_threads"] == max(1, available_cores() // 2) for m in metrics)
+
+
+def test_submitit_local_runs_a_sweep(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    metrics = sweep(tmp_path, "hydra/launcher=local_submitit")
+    assert len(metrics) == 2
+    assert all(m["perf/env_steps"] >= 64 and m["perf/torch_threads"] == 1 for m in metrics)
+
+
+def test_ray_runs_a_sweep_on_a_local_instance(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    metrics = sweep(tmp_path, "hydra/launcher=ray_local", "hydra.launcher.ray.init.num_cpus=2")
+    assert len(metrics) == 2
+    assert all(m["perf/env_steps"] >= 64 and m["perf/torch_threads"] == 1 for m in metrics)
+
+
+def test_text_sweep_experiment_composes():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=text_ppo_sweep"], return_hydra_config=True)
+    assert cfg.env.name == "text" and cfg.objective == "eval/heldout/return_mean"
+    assert cfg.hydra.sweeper.storage.startswith("sqlite:///")
+    assert set(cfg.hydra.sweeper.params) == {"agent.kl.coef", "agent.optimizer.lr", "agent.clip_coef"}
+
+
+def test_optuna_study_in_sqlite_continues_when_run_again(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    overrides = [
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.study_name=resume_me",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.seed=0",
+        "objective=eval/random_as_x/win_rate",
+        "hydra.sweeper.direction=maximize",
+        "+hydra.sweeper.params.agent.learning_rate=interval(0.05,0.5)",
+    ]
+    for run in range(2):
+        out = tmp_path / f"multirun{run}"
+        command = [sys.executable, "-m", "agents.train", "-m", *overrides, *TINY, f"hydra.sweep.dir={out}"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    study = optuna.load_study(study_name="resume_me", storage=storage)
+    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 4
