@@ -40,7 +40,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from agents.run.threads import set_job_threads
+from agents.run.jobs import set_job_threads, show_progress
 from agents.train import (
     Checkpointer,
     Interrupted,
@@ -166,7 +166,7 @@ def _collect(cfg: DictConfig, run_dir: Path) -> Path:
         rankings,
         chunk_size=int(settings.chunk_size),
         meta={"model": str(cfg.env.model), **sampling},
-        progress=bool(cfg.train.progress),
+        progress=show_progress(cfg.train.progress),
     )
     return rankings
 
@@ -188,7 +188,7 @@ def reward_stage(
     device = resolve_device(cfg.device)
     options = {k: v for k, v in cfg.reward_model.items() if k != "path"}
     settings = RewardTrainConfig(
-        seed=int(cfg.seed), device=str(device), progress=bool(cfg.train.progress), **options
+        seed=int(cfg.seed), device=str(device), progress=show_progress(cfg.train.progress), **options
     )
     if not cfg.reward_model.get("path"):
 

@@ -47,9 +47,9 @@ from agents.run.checkpoint import (
     write_pointer,
 )
 from agents.run.compat import IncompatiblePairError, check_pair
+from agents.run.jobs import in_multirun, set_job_threads, show_progress
 from agents.run.registry import check_trusted
 from agents.run.schema import check_config
-from agents.run.threads import set_job_threads
 from rlenv.logger import NullLogger, flatten
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ def train_loop(
         total=total,
         initial=min(trainer["env_steps"], total),
         unit="step",
-        disable=not cfg.train.progress,
+        disable=not show_progress(cfg.train.progress),
         desc=f"{cfg.env.name}/{type(agent).__name__}",
         dynamic_ncols=True,
     )
@@ -517,10 +517,12 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         trainer = restore(cfg, agent, collector, checkpointer.self_play)
         trainer = train_loop(cfg, env, agent, collector, checkpointer, logger, trainer)
         checkpointer.write(trainer)
-        results = evaluate_agent(
-            agent, cfg.env, seed=int(cfg.seed) + 1_000_003, device=device, progress=bool(cfg.train.progress)
-        )
-        print(format_table(results, title=f"{cfg.env.name} / {type(agent).__name__}: deterministic policy"))
+        seed, progress = int(cfg.seed) + 1_000_003, show_progress(cfg.train.progress)
+        results = evaluate_agent(agent, cfg.env, seed=seed, device=device, progress=progress)
+        title = f"{cfg.env.name} / {type(agent).__name__}: deterministic policy"
+        if in_multirun():  # which job of the sweep this table belongs to
+            title += f" ({' '.join(overrides or []) or 'no overrides'})"
+        print(format_table(results, title=title))
         final = {
             **results,
             "perf/train_seconds": trainer["train_seconds"],

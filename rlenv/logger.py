@@ -1,12 +1,17 @@
-"""The only place that writes to TensorBoard.
+"""The loggers: the only place that writes metrics to disk.
 
 Agents and loops return metric dicts; a :class:`TensorBoardLogger` turns them into event
-files under the run directory (scalars, text, hparams). :class:`NullLogger` discards them.
+files under the run directory (scalars, text, hparams), a :class:`CSVLogger` into plain
+files any tool reads. :class:`NullLogger` discards them.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import math
+import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -72,6 +77,62 @@ class TensorBoardLogger(NullLogger):
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
+
+
+class CSVLogger(NullLogger):
+    """Plain files in ``log_dir`` (``logger=csv``).
+
+    - ``scalars.csv``: one row per scalar, ``step,tag,value,wall_time`` (long format, so
+      metrics that appear later need no new column); appended to, so a resumed run continues
+      the same file.
+    - ``text.jsonl``: one JSON object per text entry, ``{"step", "tag", "text"}``.
+    - ``hparams.json``: the flat hyper-parameters and final metrics (replaced atomically).
+    """
+
+    FIELDS = ("step", "tag", "value", "wall_time")
+
+    def __init__(self, log_dir: str | Path) -> None:
+        super().__init__(log_dir)
+        self.dir = Path(log_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / "scalars.csv"
+        new = not path.exists() or path.stat().st_size == 0
+        self._scalars = path.open("a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._scalars)
+        if new:
+            self._writer.writerow(self.FIELDS)
+        self._text = (self.dir / "text.jsonl").open("a", encoding="utf-8")
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        now = time.time()
+        for key, value in metrics.items():
+            value = float(value)
+            if math.isfinite(value):
+                self._writer.writerow((int(step), key, repr(value), f"{now:.3f}"))
+
+    def text(self, tag: str, text: str, step: int = 0) -> None:
+        self._text.write(json.dumps({"step": int(step), "tag": tag, "text": text}) + "\n")
+
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        record = {
+            "hparams": {k: _hparam_value(v) for k, v in hparams.items()},
+            "metrics": {k: float(v) for k, v in metrics.items()},
+        }
+        path = self.dir / "hparams.json"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    def flush(self) -> None:
+        for stream in (self._scalars, self._text):
+            stream.flush()
+            os.fsync(stream.fileno())
+
+    def close(self) -> None:
+        if not self._scalars.closed:
+            self.flush()
+            self._scalars.close()
+            self._text.close()
 
 
 def _hparam_value(value: Any) -> int | float | str | bool:

@@ -15,7 +15,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 import agents.train  # noqa: F401  (registers the config schemas)
-from agents.run.threads import available_cores
+from agents.run.jobs import available_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [

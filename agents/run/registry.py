@@ -43,6 +43,7 @@ TARGETS: set[str] = {
     # loggers
     "rlenv.logger.TensorBoardLogger",
     "rlenv.logger.NullLogger",
+    "rlenv.logger.CSVLogger",
 }
 # torch optimizers and learning-rate schedules by name (classes of torch itself)
 OPTIMIZERS = ("Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam")

@@ -1,4 +1,6 @@
-"""Torch threads per job: parallel jobs of a sweep split the cores instead of oversubscribing them.
+"""A run as one job of a sweep: torch threads per job, progress bars only where one reads them.
+
+Parallel jobs of a sweep split the cores instead of oversubscribing them.
 
 ``train.torch_threads`` set: that many threads. Unset: in a Hydra multirun whose launcher runs
 several jobs at once on this machine (``hydra/launcher=joblib`` with ``n_jobs``, the Ray
@@ -51,18 +53,28 @@ def threads_for_job(requested: int | None, launcher: Mapping[str, Any] | None, c
     return None
 
 
+def in_multirun() -> bool:
+    """Whether this process is a job of a Hydra multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def show_progress(requested: bool) -> bool:
+    """Progress bars as ``train.progress`` says, except in the jobs of a multirun, whose bars
+    would interleave on one terminal (their logs and result tables stay)."""
+    return bool(requested) and not in_multirun()
+
+
 def hydra_launcher() -> Mapping[str, Any] | None:
     """The launcher config of the current Hydra multirun job (None outside one)."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    if not HydraConfig.initialized():
+    if not in_multirun():
         return None
-    config = HydraConfig.get()
-    if config.mode != RunMode.MULTIRUN:
-        return None
-    launcher = OmegaConf.to_container(config.launcher, resolve=True)
+    launcher = OmegaConf.to_container(HydraConfig.get().launcher, resolve=True)
     return launcher if isinstance(launcher, dict) else None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.run.threads import available_cores, threads_for_job
+from agents.run.jobs import available_cores, in_multirun, show_progress, threads_for_job
 
 
 @pytest.mark.parametrize(
@@ -29,3 +29,8 @@ def test_threads_for_job(requested, launcher, cores, expected):
 
 def test_available_cores_is_positive():
     assert available_cores() >= 1
+
+
+def test_progress_bars_outside_a_multirun_follow_the_setting():
+    assert not in_multirun()
+    assert show_progress(True) and not show_progress(False)

@@ -1,0 +1,48 @@
+"""The CSV logger: plain files a resumed run appends to."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from rlenv.logger import CSVLogger
+from tests.test_train import tiny_config, train
+
+
+def read_scalars(path):
+    with (path / "scalars.csv").open(newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_csv_logger_writes_scalars_text_and_hparams(tmp_path):
+    logger = CSVLogger(tmp_path)
+    logger.log({"loss": 0.5, "charts/kl": float("nan"), "eval/win_rate": 1}, step=3)
+    logger.text("samples", 'a, "quoted"\nline', step=3)
+    logger.hparams({"agent.lr": 1e-3, "agent.kl": None, "flag": True}, {"eval/win_rate": 1.0})
+    logger.close()
+    rows = read_scalars(tmp_path)
+    assert [(r["step"], r["tag"], float(r["value"])) for r in rows] == [
+        ("3", "loss", 0.5),
+        ("3", "eval/win_rate", 1.0),
+    ]
+    assert json.loads((tmp_path / "text.jsonl").read_text()) == {
+        "step": 3,
+        "tag": "samples",
+        "text": 'a, "quoted"\nline',
+    }
+    hparams = json.loads((tmp_path / "hparams.json").read_text())
+    assert hparams["hparams"] == {"agent.lr": 1e-3, "agent.kl": "None", "flag": True}
+    again = CSVLogger(tmp_path)  # a resumed run appends below the same header
+    again.log({"loss": 0.25}, step=4)
+    again.close()
+    assert [r["step"] for r in read_scalars(tmp_path)] == ["3", "3", "4"]
+
+
+def test_training_with_logger_csv(tmp_path):
+    metrics = train.run(tiny_config("qlearning_tabular", "logger=csv"), tmp_path)
+    rows = read_scalars(tmp_path)
+    tags = {row["tag"] for row in rows}
+    assert "charts/episode_return" in tags and "eval/random_as_x/win_rate" in tags
+    final = [float(r["value"]) for r in rows if r["tag"] == "eval/random_as_x/win_rate"][-1]
+    assert final == metrics["eval/random_as_x/win_rate"]
+    assert not list(tmp_path.glob("events.out.tfevents.*"))
