@@ -54,7 +54,7 @@ from agents.train import (
     write_metrics,
     write_text,
 )
-from rlenv.logger import NullLogger, flatten
+from rlenv.logger import NullLogger, hyperparameters
 
 log = logging.getLogger(__name__)
 ScoreFn = Callable[[list[str], list[str]], Any]
@@ -393,7 +393,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             "perf/env_steps": result["trainer"]["env_steps"],
         }
         logger.log({k: v for k, v in final.items() if k.startswith("perf/")}, result["trainer"]["env_steps"])
-        logger.hparams(flatten(OmegaConf.to_container(cfg, resolve=True)), after.metrics("eval/after/"))
+        chosen = hyperparameters(OmegaConf.to_container(cfg, resolve=True))
+        logger.hparams(chosen, after.metrics("eval/after/"))
         write_metrics(run_dir / "metrics.json", final)
     finally:
         logger.close()

@@ -50,7 +50,7 @@ from agents.run.compat import IncompatiblePairError, check_pair
 from agents.run.jobs import in_multirun, set_job_threads, show_progress
 from agents.run.registry import check_trusted
 from agents.run.schema import check_config
-from rlenv.logger import NullLogger, flatten
+from rlenv.logger import NullLogger, hyperparameters
 
 log = logging.getLogger(__name__)
 
@@ -530,7 +530,7 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
             "perf/torch_threads": threads,
         }
         logger.log(final, trainer["env_steps"])
-        logger.hparams(flatten(OmegaConf.to_container(cfg, resolve=True)), results)
+        logger.hparams(hyperparameters(OmegaConf.to_container(cfg, resolve=True)), results)
         write_metrics(run_dir / "metrics.json", final)
     finally:
         logger.close()

@@ -141,6 +141,21 @@ def _hparam_value(value: Any) -> int | float | str | bool:
     return str(value)
 
 
+def hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat hyper-parameters of a resolved config, for the HParams tab.
+
+    Instantiation keys (``_target_``, ``_partial_``, any key starting with ``_``) and what
+    lies below them are plumbing, not choices, and are left out; numbers, strings and
+    booleans keep their types, None and lists become strings.
+    """
+    flat = flatten(config)
+    return {
+        key: _hparam_value(value)
+        for key, value in flat.items()
+        if not any(part.startswith("_") for part in key.split("."))
+    }
+
+
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"agent": {"lr": 1e-3}}`` -> ``{"agent.lr": 1e-3}`` (lists kept as values)."""
     flat: dict[str, Any] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
-from rlenv.logger import CSVLogger
+from rlenv.logger import CSVLogger, hyperparameters
 from tests.test_train import tiny_config, train
 
 
@@ -46,3 +46,18 @@ def test_training_with_logger_csv(tmp_path):
     final = [float(r["value"]) for r in rows if r["tag"] == "eval/random_as_x/win_rate"][-1]
     assert final == metrics["eval/random_as_x/win_rate"]
     assert not list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_hyperparameters_leave_out_instantiation_keys_and_keep_booleans():
+    config = {
+        "agent": {"_target_": "agents.ppo.PPOAgent", "lr": 1e-3, "normalize": True, "kl": None},
+        "network": {"_partial_": True, "sizes": [64, 64], "_private": {"depth": 2}},
+        "seed": 0,
+    }
+    assert hyperparameters(config) == {
+        "agent.lr": 1e-3,
+        "agent.normalize": True,
+        "agent.kl": "None",
+        "network.sizes": "[64, 64]",
+        "seed": 0,
+    }
