@@ -82,6 +82,21 @@ def test_every_pair_instantiates_or_is_refused_before_training(case, agent):
         env.close()
 
 
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in Path(CONF_DIR, "experiment").glob("*.yaml")))
+def test_every_experiment_composes(experiment):
+    cfg = compose_config([f"+experiment={experiment}"])
+    assert cfg.env.name and "_target_" in cfg.agent
+
+
+def test_the_grpo_experiment_trains_the_tiny_model(tmp_path):
+    from agents.train import run
+
+    overrides = ["+experiment=text_grpo", *TINY_TEXT, "num_envs=8", "train.total_env_steps=64"]
+    overrides += ["train.progress=false", "env.evaluation.episodes=2", "env.evaluation.num_envs=2"]
+    metrics = run(compose_config(overrides), tmp_path)
+    assert metrics["perf/env_steps"] >= 64 and "eval/heldout/return_mean" in metrics
+
+
 def test_an_lm_network_on_a_vector_env_is_refused_with_what_it_needs():
     cfg = compose_config(["env=tictactoe", "agent=ppo", "network=lm", "num_envs=2"])
     with pytest.raises(IncompatiblePairError, match="LMActorCritic.*'input_ids' and 'attention_mask'"):
