@@ -96,20 +96,22 @@ def test_optuna_study_in_sqlite_continues_when_run_again(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     overrides = [
-        "hydra/sweeper=optuna",
-        "hydra.sweeper.study_name=resume_me",
+        "+experiment=tictactoe_ppo_sweep",
         f"hydra.sweeper.storage={storage}",
         "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.sampler.seed=0",
-        "objective=eval/random_as_x/win_rate",
-        "hydra.sweeper.direction=maximize",
-        "+hydra.sweeper.params.agent.learning_rate=interval(0.05,0.5)",
+        "hydra.sweeper.n_jobs=1",
+        "hydra.launcher.n_jobs=1",  # joblib runs the trials in this process, one after the other
+        "num_envs=8",
+        "agent.rollout_steps=8",
+        "train.total_env_steps=64",
+        "env.evaluation.episodes=10",
+        "logger=none",
     ]
-    for run in range(2):
+    for run in range(2):  # the second command continues the study the first one stored
         out = tmp_path / f"multirun{run}"
-        command = [sys.executable, "-m", "agents.train", "-m", *overrides, *TINY, f"hydra.sweep.dir={out}"]
+        command = [sys.executable, "-m", "agents.train", "-m", *overrides, f"hydra.sweep.dir={out}"]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
-    study = optuna.load_study(study_name="resume_me", storage=storage)
+    study = optuna.load_study(study_name="tictactoe_ppo", storage=storage)
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 4
