@@ -30,6 +30,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="keep the run here (default: a temp dir)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides (after --)")
     args = parser.parse_args()
     overrides = ["env=text", "agent=qlearning", f"seed={args.seed}", "train.progress=false", *args.overrides]
@@ -43,7 +44,8 @@ def main() -> None:
     seed = int(cfg.seed) + 1_000_003  # the seed train.run evaluates with
     before = evaluate_agent(agent, cfg.env, seed=seed, device=device)["eval/heldout/return_mean"]
     del agent
-    with tempfile.TemporaryDirectory() as run_dir:
+    with tempfile.TemporaryDirectory() as scratch:
+        run_dir = args.out or Path(scratch)
         started = time.perf_counter()
         after_metrics = train.run(cfg, run_dir)
         wall = time.perf_counter() - started

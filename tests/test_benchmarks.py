@@ -69,3 +69,22 @@ def test_rlhf_kl_budget_runs_with_the_tiny_model():
         "num_envs=4",
     )
     assert "VADER gain" in out and "gae" in out
+
+
+def test_sweep_parallel_prints_the_ratio_and_the_summary(tmp_path):
+    out = run_module(
+        "benchmarks.sweep_parallel",
+        "--agents",
+        "qlearning_tabular",
+        "--seeds",
+        "0",
+        "1",
+        "--steps",
+        "4096",
+        "--episodes",
+        "10",
+        "--out",
+        str(tmp_path),
+    )
+    assert "ratio sequential / parallel" in out and "eval/random_as_x/win_rate" in out
+    assert (tmp_path / "parallel_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
