@@ -97,6 +97,9 @@ class PIKLController:
         target: the KL to hold, nats per completion (> 0).
         ki, kp: integral and proportional gains (per update, on the log error).
         decrease: factor on the integral step while the KL is below the target, in (0, 1].
+        hold_until_reached: keep beta from falling until the measured KL first reaches the
+            target (the policy has not moved yet; a beta wound down then is what lets the KL
+            overshoot in short runs). Off by default.
         min_coef, max_coef: bounds of beta.
     """
 
@@ -109,6 +112,7 @@ class PIKLController:
         decrease: float = 0.5,
         min_coef: float = 1e-4,
         max_coef: float = 100.0,
+        hold_until_reached: bool = False,
     ) -> None:
         if not target > 0:
             raise ValueError(f"target KL must be positive (nats per completion), got {target}")
@@ -127,6 +131,8 @@ class PIKLController:
         self.ki, self.kp, self.decrease = float(ki), float(kp), float(decrease)
         self.min_coef, self.max_coef = float(min_coef), float(max_coef)
         self.previous_error: float | None = None
+        self.hold_until_reached = bool(hold_until_reached)
+        self.reached = False
 
     def update(self, kl: float, num_episodes: int) -> None:
         if not math.isfinite(kl) or num_episodes < 1 or self.coef == 0 or self.ki == self.kp == 0:
@@ -134,17 +140,21 @@ class PIKLController:
         error = min(max(math.log(max(kl, 1e-6) / self.target), -1.0), 1.0)
         change = 0.0 if self.previous_error is None else error - self.previous_error
         integral = self.ki * error * (self.decrease if error < 0 else 1.0)
-        log_coef = math.log(self.coef) + integral + self.kp * change
-        self.coef = min(max(math.exp(log_coef), self.min_coef), self.max_coef)
+        step = integral + self.kp * change
+        self.reached = self.reached or error >= 0
+        if self.hold_until_reached and not self.reached:
+            step = max(step, 0.0)
+        self.coef = min(max(math.exp(math.log(self.coef) + step), self.min_coef), self.max_coef)
         self.previous_error = error
 
     def state_dict(self) -> dict[str, Any]:
-        return {"coef": self.coef, "previous_error": self.previous_error}
+        return {"coef": self.coef, "previous_error": self.previous_error, "reached": self.reached}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.coef = float(state["coef"])
         previous = state.get("previous_error")
         self.previous_error = None if previous is None else float(previous)
+        self.reached = bool(state.get("reached", False))
 
 
 class AdaptiveKLController:

@@ -40,6 +40,23 @@ def test_the_episode_horizon_controller_does_not_hold_a_target_in_a_short_run():
     assert abs(seen[-1] / 1.0 - 1) > 0.25  # what the PI controller fixes
 
 
+def test_hold_until_reached_keeps_beta_until_the_kl_first_reaches_the_target():
+    held = PIKLController(coef=0.1, target=1.0, hold_until_reached=True)
+    free = PIKLController(coef=0.1, target=1.0)
+    for kl in (0.01, 0.05, 0.2, 0.6):  # the policy has not moved yet
+        held.update(kl, 16)
+        free.update(kl, 16)
+    assert held.coef >= 0.1 > free.coef and not held.reached
+    held.update(1.5, 16)
+    assert held.reached and held.coef > 0.1
+    before = held.coef
+    held.update(0.3, 16)  # below the target after reaching it: beta falls as usual
+    assert held.coef < before
+    restored = PIKLController(coef=0.1, target=1.0, hold_until_reached=True)
+    restored.load_state_dict(held.state_dict())
+    assert restored.reached and restored.coef == held.coef
+
+
 def test_pi_controller_state_round_trips_and_ignores_non_finite_kl():
     controller = PIKLController(coef=0.2, target=1.0)
     controller.update(3.0, 8)
