@@ -27,6 +27,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from benchmarks.rlhf_kl_budget import VARIANTS, prompt_split
+from benchmarks.trl_grpo import make_trainer
 
 
 def build_ours(overrides: list[str], new_tokens: int):
@@ -63,14 +64,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from datasets import Dataset
-    from peft import LoraConfig, get_peft_model
     from transformers import TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
 
-    from rlenv.text.models import load_causal_lm
     from rlenv.text.scores import SCORES
-    from rlenv.text.tokenizers import load_tokenizer
 
     agent, collector = build_ours([*VARIANTS[args.variant], *args.overrides], args.new_tokens)
     trl_tokens: list[int] = []
@@ -102,33 +98,16 @@ def main() -> None:
             return control
 
     train_prompts, _ = prompt_split()
-    tokenizer = load_tokenizer("smollm2")
-    tokenizer.padding_side = "left"
-    lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    model = get_peft_model(load_causal_lm("smollm2"), lora)
-    config = GRPOConfig(
-        output_dir=args.out,
-        learning_rate=3e-4,
+    trainer = make_trainer(
+        train_prompts,
+        vader,
+        lr=3e-4,
         beta=0.04,
-        num_generations=4,
-        per_device_train_batch_size=16,
-        gradient_accumulation_steps=1,
-        max_completion_length=args.new_tokens,
-        temperature=1.0,
+        new_tokens=args.new_tokens,
         max_steps=args.steps + args.warmup,
-        logging_steps=10_000,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        seed=0,
-    )
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=vader,
-        args=config,
-        train_dataset=Dataset.from_dict({"prompt": train_prompts}),
-        processing_class=tokenizer,
+        out=args.out,
         callbacks=[Alternate()],
+        logging_steps=10_000,
     )
     trainer.train()
     per_token = {}

@@ -40,10 +40,8 @@ def threads_for_job(requested: int | None, launcher: Mapping[str, Any] | None, c
         return int(requested)
     if not launcher:
         return None
-    for key in ("cpus_per_task", "num_cpus"):  # Submitit, then the Ray launcher's remote options
-        value = launcher.get(key)
-        if value is None and isinstance(launcher.get("ray"), Mapping):
-            value = (launcher["ray"].get("remote") or {}).get(key)
+    ray_remote = (launcher.get("ray") or {}).get("remote") or {}
+    for value in (launcher.get("cpus_per_task"), ray_remote.get("num_cpus")):  # Submitit, Ray
         if isinstance(value, int) and value > 0:
             return min(value, cores)
     jobs = launcher.get("n_jobs")
