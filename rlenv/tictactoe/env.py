@@ -12,12 +12,15 @@ from torch import Tensor
 
 from rlenv.tictactoe.opponents import OpponentMixture, OpponentSpec, Policy
 from rlenv.tictactoe.rules import (
+    MAX_RANDOM_PLIES,
     NUM_CELLS,
     O,
+    Reply,
     X,
     legal_moves,
     perspective,
     play_turn,
+    random_openings,
     render_board,
     start_boards,
 )
@@ -49,6 +52,29 @@ def seed_generator(np_random: np.random.Generator, device: torch.device | str) -
     generator = torch.Generator(device=device)
     generator.manual_seed(int(np_random.integers(2**63 - 1)))
     return generator
+
+
+def check_random_opening_plies(value: Any) -> int:
+    """``value`` if it is an int in ``0 .. MAX_RANDOM_PLIES``, else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RANDOM_PLIES:
+        raise ValueError(
+            f"random_opening_plies must be an integer in 0..{MAX_RANDOM_PLIES} "
+            f"(with the reply, no line is complete yet), got {value!r}"
+        )
+    return value
+
+
+def opening_boards(agent_marks: Tensor, max_plies: int, generator: torch.Generator, reply: Reply) -> Tensor:
+    """New episodes' boards: ``0 .. max_plies`` random plies, then the opponent's move if it is to move.
+
+    With ``max_plies == 0`` no random number is drawn.
+
+    Shapes: agent_marks (B,) int8 -> (B, 9) int8 absolute.
+    """
+    if max_plies == 0:
+        return start_boards(agent_marks, reply)
+    plies = torch.randint(0, max_plies + 1, agent_marks.shape, generator=generator, device=agent_marks.device)
+    return start_boards(agent_marks, reply, random_openings(plies, generator))
 
 
 def check_reset_options(options: dict[str, Any] | None) -> None:
@@ -104,7 +130,11 @@ class TicTacToeEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Starting State
 
-    An empty board, or one opponent mark when the agent plays O.
+    An empty board, or one opponent mark when the agent plays O. With
+    ``random_opening_plies=k`` each episode first plays ``0..k`` uniformly random moves
+    (the count drawn uniformly, X first), then the opponent's move if it is to move:
+    exploring starts, so that training visits the positions after every opening, not only
+    after the ones the policy prefers. Evaluate with ``random_opening_plies=0``.
 
     ## Episode End
 
@@ -120,6 +150,7 @@ class TicTacToeEnv(gym.Env[np.ndarray, np.int64]):
       mapping per role of the agent: ``{"x": "random", "o": {"random": 0.5, "perfect": 0.5}}``.
     - ``illegal_move``: ``"penalize"`` (default) or ``"raise"`` (``ValueError`` naming
       the move and the legal cells; the state is unchanged).
+    - ``random_opening_plies``: ``0`` (default) to ``3``, see Starting State.
     - ``render_mode``: ``None`` or ``"ansi"`` (``render()`` returns the board as text).
 
     ``info`` always holds ``"action_mask"`` (int8 (9,), 1 = legal, all 0 once the game is
@@ -140,10 +171,12 @@ class TicTacToeEnv(gym.Env[np.ndarray, np.int64]):
         agent_plays: str = "x",
         opponent: OpponentSpec = "random",
         illegal_move: str = "penalize",
+        random_opening_plies: int = 0,
         render_mode: str | None = None,
     ) -> None:
         self.agent_plays = check_choice("agent_plays", agent_plays, AGENT_PLAYS)
         self.illegal_move = check_choice("illegal_move", illegal_move, ILLEGAL_MOVE_MODES)
+        self.random_opening_plies = check_random_opening_plies(random_opening_plies)
         if render_mode is not None:
             check_choice("render_mode", render_mode, tuple(self.metadata["render_modes"]))
         self.render_mode = render_mode
@@ -171,7 +204,8 @@ class TicTacToeEnv(gym.Env[np.ndarray, np.int64]):
         mark = agent_mark_for_episode(self.agent_plays, self._episode)
         self._agent_mark = torch.tensor([mark], dtype=torch.int8)
         self._opponent_id = self.opponents.sample(1, self._generator, self._agent_mark)
-        self._board = start_boards(self._agent_mark, self._reply)
+        plies = self.random_opening_plies
+        self._board = opening_boards(self._agent_mark, plies, self._generator, self._reply)
         self._over = False
         self._outcome = None
         return self._observation(), {"action_mask": self._action_mask()}

@@ -23,6 +23,7 @@ from rlenv.tictactoe.rules import (
     board_index,
     is_full,
     legal_moves,
+    random_legal_moves,
     winners,
 )
 
@@ -94,15 +95,6 @@ def minimax_value(board: Any) -> int:
     """:func:`minimax_values` for one perspective board given as any 9-number sequence."""
     cells = torch.as_tensor(np.asarray(board, dtype=np.int8).reshape(1, NUM_CELLS))
     return int(minimax_values(cells)[0])
-
-
-def random_legal_moves(legal: Tensor, generator: torch.Generator) -> Tensor:
-    """A uniformly random True cell per row (0 on rows without one).
-
-    Shapes: legal (B, 9) bool -> (B,) int64.
-    """
-    scores = torch.rand(legal.shape, generator=generator, device=legal.device)
-    return scores.masked_fill(~legal, -1.0).argmax(dim=1)
 
 
 class RandomOpponent:

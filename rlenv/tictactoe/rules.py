@@ -150,15 +150,46 @@ class TurnResult:
     illegal: Tensor
 
 
-def start_boards(agent_marks: Tensor, reply: Reply) -> Tensor:
-    """Opening boards: empty, plus the opponent's first move where the agent plays O.
+def start_boards(agent_marks: Tensor, reply: Reply, boards: Tensor | None = None) -> Tensor:
+    """Opening boards: ``boards`` (empty by default), plus the opponent's move where it is to move.
 
-    Shapes: agent_marks (B,) int8 -> (B, 9) int8 absolute.
+    ``boards`` may hold a few plies already played (an unfinished position); the opponent
+    replies on the rows where the player to move is not the agent.
+
+    Shapes: agent_marks (B,) int8, boards (B, 9) int8 absolute -> (B, 9) int8 absolute.
     """
-    boards = empty_boards(agent_marks.shape[0], agent_marks.device)
-    opponent_first = agent_marks == O
-    moves = reply(boards, legal_moves(boards), opponent_first)
-    return torch.where(opponent_first.unsqueeze(1), apply_moves(boards, moves, X), boards)
+    if boards is None:
+        boards = empty_boards(agent_marks.shape[0], agent_marks.device)
+    opponent_first = player_to_move(boards) != agent_marks
+    opponent_marks = -agent_marks
+    moves = reply(perspective(boards, opponent_marks), legal_moves(boards), opponent_first)
+    return torch.where(opponent_first.unsqueeze(1), apply_moves(boards, moves, opponent_marks), boards)
+
+
+def random_legal_moves(legal: Tensor, generator: torch.Generator) -> Tensor:
+    """A uniformly random True cell per row (0 on rows without one).
+
+    Shapes: legal (B, 9) bool -> (B,) int64.
+    """
+    scores = torch.rand(legal.shape, generator=generator, device=legal.device)
+    return scores.masked_fill(~legal, -1.0).argmax(dim=1)
+
+
+MAX_RANDOM_PLIES = 3
+"""Most random opening plies: with the opponent's reply, no line can be complete yet."""
+
+
+def random_openings(num_plies: Tensor, generator: torch.Generator) -> Tensor:
+    """Boards after ``num_plies[i]`` uniformly random moves from the empty board (X first).
+
+    Shapes: num_plies (B,) int64 in ``0 .. MAX_RANDOM_PLIES`` -> (B, 9) int8 absolute.
+    """
+    boards = empty_boards(num_plies.shape[0], num_plies.device)
+    for ply in range(int(num_plies.max()) if num_plies.numel() else 0):
+        moves = random_legal_moves(legal_moves(boards), generator)
+        playing = (num_plies > ply).unsqueeze(1)
+        boards = torch.where(playing, apply_moves(boards, moves, X if ply % 2 == 0 else O), boards)
+    return boards
 
 
 def play_turn(boards: Tensor, agent_marks: Tensor, actions: Tensor, reply: Reply) -> TurnResult:

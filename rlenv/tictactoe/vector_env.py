@@ -16,7 +16,9 @@ from rlenv.tictactoe.env import (
     ILLEGAL_MOVE_MODES,
     agent_mark_for_episode,
     check_choice,
+    check_random_opening_plies,
     check_reset_options,
+    opening_boards,
     seed_generator,
 )
 from rlenv.tictactoe.opponents import OpponentMixture, OpponentSpec, Policy
@@ -27,7 +29,6 @@ from rlenv.tictactoe.rules import (
     perspective,
     play_turn,
     render_board,
-    start_boards,
 )
 
 
@@ -73,6 +74,7 @@ class TicTacToeVectorEnv(VectorEnv):
         agent_plays: str = "x",
         opponent: OpponentSpec = "random",
         illegal_move: str = "penalize",
+        random_opening_plies: int = 0,
         render_mode: str | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
@@ -81,6 +83,7 @@ class TicTacToeVectorEnv(VectorEnv):
         self.num_envs = num_envs
         self.agent_plays = check_choice("agent_plays", agent_plays, AGENT_PLAYS)
         self.illegal_move = check_choice("illegal_move", illegal_move, ILLEGAL_MOVE_MODES)
+        self.random_opening_plies = check_random_opening_plies(random_opening_plies)
         if render_mode is not None:
             check_choice("render_mode", render_mode, tuple(self.metadata["render_modes"]))
         self.render_mode = render_mode
@@ -107,7 +110,9 @@ class TicTacToeVectorEnv(VectorEnv):
         self._episodes.zero_()
         self._agent_marks = self._marks_for(self._episodes)
         self._opponent_ids = self.opponents.sample(self.num_envs, self._generator, self._agent_marks)
-        self._boards = start_boards(self._agent_marks, self._reply)
+        self._boards = opening_boards(
+            self._agent_marks, self.random_opening_plies, self._generator, self._reply
+        )
         self._needs_reset = False
         return self._observations(), {"action_mask": legal_moves(self._boards)}
 
@@ -125,7 +130,9 @@ class TicTacToeVectorEnv(VectorEnv):
         assert self._generator is not None
         fresh_ids = self.opponents.sample(self.num_envs, self._generator, self._agent_marks)
         self._opponent_ids = torch.where(ended, fresh_ids, self._opponent_ids)
-        fresh_boards = start_boards(self._agent_marks, self._masked_reply(ended))
+        fresh_boards = opening_boards(
+            self._agent_marks, self.random_opening_plies, self._generator, self._masked_reply(ended)
+        )
         self._boards = torch.where(ended.unsqueeze(1), fresh_boards, result.boards)
 
         info = {

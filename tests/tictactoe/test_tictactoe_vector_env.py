@@ -213,3 +213,59 @@ def test_opponent_mixture_with_zero_weight_never_uses_it() -> None:
     assert int((outcomes == 1).sum()) == 0
     mixed = _play_episodes(TicTacToeVectorEnv(500, opponent={"perfect": 1.0, "random": 1.0}), 2000, False)
     assert 0.2 < (mixed == 1).float().mean().item() < 0.4
+
+
+@pytest.mark.parametrize("bad", [-1, 4, 1.5, True, "2"])
+def test_random_opening_plies_out_of_range_is_refused(bad: Any) -> None:
+    for make in (
+        lambda: TicTacToeEnv(random_opening_plies=bad),
+        lambda: TicTacToeVectorEnv(2, random_opening_plies=bad),
+    ):
+        with pytest.raises(ValueError, match=r"random_opening_plies must be an integer in 0\.\.3.*got"):
+            make()
+
+
+@pytest.mark.parametrize("agent_plays", ["x", "o"])
+def test_random_openings_are_legal_unfinished_positions_with_the_agent_to_move(agent_plays: str) -> None:
+    from rlenv.tictactoe import rules
+
+    env = TicTacToeVectorEnv(4000, agent_plays=agent_plays, random_opening_plies=3)
+    env.reset(seed=0)
+    counts: set[int] = set()
+    for step in range(3):
+        boards = env.boards
+        marks = (boards != 0).sum(dim=1)
+        agent = 1 if agent_plays == "x" else -1
+        assert bool((rules.player_to_move(boards) == agent).all())
+        assert not bool(rules.game_over(boards).any())
+        if step == 0:
+            counts = set(marks.tolist())
+        rng_actions = rules.random_legal_moves(rules.legal_moves(boards), torch.Generator().manual_seed(step))
+        env.step(rng_actions)
+    # 0..3 random plies, then the opponent's move where it is to move: X sees 0, 2, 4; O sees 1, 3.
+    assert counts == ({0, 2, 4} if agent_plays == "x" else {1, 3})
+
+
+def test_random_openings_cover_every_first_move_and_default_draws_nothing() -> None:
+    env = TicTacToeVectorEnv(900, agent_plays="x", opponent="perfect", random_opening_plies=1)
+    env.reset(seed=3)
+    x_cells = (env.boards == 1).nonzero()[:, 1]
+    assert set(x_cells.tolist()) == set(range(9))
+    plain, explicit = TicTacToeVectorEnv(50, agent_plays="both"), TicTacToeVectorEnv(50, agent_plays="both")
+    explicit.random_opening_plies = 0
+    assert plain.reset(seed=5)[0].tolist() == explicit.reset(seed=5)[0].tolist()
+
+
+def test_single_env_random_openings() -> None:
+    from rlenv.tictactoe import rules
+
+    env = TicTacToeEnv(agent_plays="both", random_opening_plies=3)
+    env.reset(seed=7)
+    seen: set[tuple[int, int]] = set()
+    for _ in range(400):
+        board = torch.as_tensor(env.board).unsqueeze(0)
+        assert int(rules.player_to_move(board)[0]) == env.agent_mark
+        assert not bool(rules.game_over(board)[0])
+        seen.add((env.agent_mark, int((board != 0).sum())))
+        env.reset()
+    assert seen == {(1, 0), (1, 2), (1, 4), (-1, 1), (-1, 3)}
