@@ -22,7 +22,14 @@ def _num_updates(total_env_steps: float, num_envs: int, rollout_steps: int) -> i
     return max(1, int(float(total_env_steps)) // (int(num_envs) * int(rollout_steps)))
 
 
+def _run_name(task_overrides: Any, exclude: Any = ()) -> str:
+    from agents.run.jobs import run_name
+
+    return run_name(task_overrides, exclude)
+
+
 OmegaConf.register_new_resolver("num_updates", _num_updates, replace=True)
+OmegaConf.register_new_resolver("run_name", _run_name, replace=True)
 register_configs()
 
 

@@ -40,7 +40,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from agents.run.jobs import set_job_threads, show_progress
+from agents.run.jobs import check_plugins, remember_command_line, set_job_threads, show_progress
 from agents.train import (
     Checkpointer,
     Interrupted,
@@ -402,13 +402,20 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="rlhf")
-def main(cfg: DictConfig) -> float:
+def _main(cfg: DictConfig) -> float:
     try:
         metrics = run(cfg, HydraConfig.get().runtime.output_dir)
     except Interrupted as stop:
         log.warning("%s", stop)
         sys.exit(128 + stop.signum)
     return float(metrics["eval/after/labeler_score"])
+
+
+def main() -> None:
+    """The command line entry point (``python -m agents.rlhf``, ``rlenv-rlhf``)."""
+    check_plugins(sys.argv[1:])
+    remember_command_line(sys.argv[1:])
+    _main()
 
 
 if __name__ == "__main__":

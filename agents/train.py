@@ -31,9 +31,11 @@ from tqdm import tqdm
 
 from agents import load_agent_state
 from agents.collect.collector import RolloutCollector
+from agents.core import distributed
 from agents.core.base import Agent
 from agents.core.spaces import space_to_json
 from agents.evaluate import evaluate_agent, format_table
+from agents.run import parallel
 from agents.run.checkpoint import (
     BEST_FILE,
     load_checkpoint,
@@ -157,16 +159,26 @@ class Checkpointer:
         self.choices = dict(choices or {})
         self.self_play = SelfPlay(env, agent)
 
-    def write(self, trainer: dict[str, Any]) -> Path:
+    def write(self, trainer: dict[str, Any], evaluation: float | None = None) -> Path:
+        """Write a checkpoint (rank 0 of a data-parallel run; the other ranks hand it their state).
+
+        ``evaluation``: the score of an evaluation at this point (``train.eval_every``); in runs
+        that evaluate during training the best checkpoint is the best evaluated one, else the one
+        with the best mean training episode return since the checkpoint before."""
         name = f"update_{trainer['updates']:07d}"
         count = trainer.pop("score_count", 0)
         total = trainer.pop("score_sum", 0.0)
         score = total / count if count else None
+        if self.cfg.train.get("eval_every"):
+            score = evaluation
         best = trainer.get("best_score")
         is_best = score is not None and (best is None or score > best)
         if is_best:
             trainer["best_score"] = score
         trainer["score_sum"], trainer["score_count"] = 0.0, 0
+        ranks = self.rank_states()
+        if distributed.rank() != 0:
+            return self.directory / name
         state = {
             "agent": self.agent.state_dict(),
             "collector": self.collector.state_dict(),
@@ -175,6 +187,8 @@ class Checkpointer:
         }
         if self.self_play.state is not None:
             state["self_play"] = self.self_play.state
+        if ranks is not None and len(ranks) > 1:
+            state["ranks"] = ranks
         meta = checkpoint_meta(self.cfg, self.env, dict(trainer), self.choices) | {"score": score}
         directory = save_checkpoint(self.directory / name, state, meta)
         write_latest(self.directory, name)
@@ -183,12 +197,25 @@ class Checkpointer:
         prune_checkpoints(self.directory, self.cfg.train.get("keep_checkpoints"))
         return directory
 
+    def rank_states(self) -> list[dict[str, Any]] | None:
+        """Every rank's own state (env, RNG, the agent's per-rank parts) on rank 0; checks that the
+        ranks' networks agree. ``None`` on the other ranks and in one process."""
+        if not distributed.is_distributed():
+            return None
+        distributed.check_in_sync(distributed.modules_of(self.agent), "checkpoint")
+        agent_state = self.agent.state_dict()
+        keys = [key for key in getattr(self.agent, "rank_state_keys", ()) if key in agent_state]
+        own = {key: agent_state[key] for key in keys}
+        return distributed.gather_objects(
+            {"collector": self.collector.state_dict(), "rng": rng_state(), "agent": own}
+        )
 
-def make_collector(cfg: DictConfig, env: Any, agent: Agent) -> RolloutCollector:
+
+def make_collector(cfg: DictConfig, env: Any, agent: Agent, seed: int | None = None) -> RolloutCollector:
     return RolloutCollector(
         env,
         agent,
-        seed=int(cfg.seed),
+        seed=int(cfg.seed) if seed is None else seed,
         samples_every=int(cfg.train.get("samples_every", 10)),
         num_samples=int(cfg.train.get("num_samples", 4)),
     )
@@ -305,7 +332,7 @@ def train_loop(
         total=total,
         initial=min(trainer["env_steps"], total),
         unit="step",
-        disable=not show_progress(cfg.train.progress),
+        disable=not show_progress(cfg.train.progress) or distributed.rank() > 0,
         desc=f"{cfg.env.name}/{type(agent).__name__}",
         dynamic_ncols=True,
     )
@@ -316,21 +343,26 @@ def train_loop(
     seconds_at_start = float(trainer.get("train_seconds", 0.0))
     steps_at_start = trainer["env_steps"]
 
-    def checkpoint() -> Path:
+    def checkpoint(evaluation: float | None = None) -> Path:
         trainer["train_seconds"] = seconds_at_start + time.perf_counter() - started
         flush = getattr(logger, "flush", None)
         if flush is not None:
             flush()  # what was logged up to a checkpoint survives a kill after it
-        return checkpointer.write(trainer)
+        return checkpointer.write(trainer, evaluation)
 
     with StopSignals() as signals:
         try:
             max_seconds = cfg.train.get("max_seconds")
+            parallel_run = distributed.is_distributed()
             while trainer["env_steps"] < total:
-                if (
-                    max_seconds is not None
-                    and seconds_at_start + time.perf_counter() - started >= max_seconds
-                ):
+                trained_seconds = seconds_at_start + time.perf_counter() - started
+                out_of_time = max_seconds is not None and trained_seconds >= max_seconds
+                if parallel_run:  # every rank stops at the same update
+                    flags = distributed.sum_floats(out_of_time, signals.received or 0)
+                    out_of_time, stopped = flags[0] > 0, flags[1] > 0
+                    if stopped:  # a signal reached one rank: all checkpoint and stop
+                        raise Interrupted(signals.received or signal.SIGTERM, checkpoint())
+                if out_of_time:
                     log.info(
                         "stopping at train.max_seconds=%s after %d env steps",
                         max_seconds,
@@ -339,7 +371,9 @@ def train_loop(
                     break
                 rollout, episodes = collector.collect(agent.rollout_steps)
                 metrics = agent.learn(rollout)
-                trainer["env_steps"] += rollout.num_valid
+                trainer["env_steps"] += (
+                    int(distributed.sum_floats(rollout.num_valid)[0]) if parallel_run else rollout.num_valid
+                )
                 trainer["updates"] += 1
                 trainer["score_sum"] = trainer.get("score_sum", 0.0) + float(sum(episodes.returns))
                 trainer["score_count"] = trainer.get("score_count", 0) + len(episodes.returns)
@@ -356,9 +390,12 @@ def train_loop(
                     bar.set_postfix(progress_summary(metrics), refresh=False)
                 for tag, text in getattr(episodes, "texts", {}).items():
                     logger.text(tag, text, trainer["env_steps"])
-                if trainer["updates"] % cfg.train.checkpoint_every == 0:
+                eval_every = cfg.train.get("eval_every")
+                if eval_every and trainer["updates"] % eval_every == 0:
+                    checkpoint(evaluate_during_training(cfg, agent, logger, trainer["env_steps"]))
+                elif trainer["updates"] % cfg.train.checkpoint_every == 0:
                     checkpoint()
-                if signals.received is not None:
+                if signals.received is not None and not parallel_run:
                     raise Interrupted(signals.received, checkpoint())
         except KeyboardInterrupt:
             bar.close()
@@ -371,6 +408,30 @@ def train_loop(
     return trainer
 
 
+def evaluation_score(cfg: DictConfig, results: dict[str, float]) -> float:
+    """What ``train.eval_every`` ranks checkpoints by: the ``objective`` metric when it is one of
+    the results, else the mean over the evaluation settings of the mean episode return."""
+    objective = cfg.get("objective")
+    if objective and objective in results:
+        return float(results[objective])
+    returns = [value for key, value in results.items() if key.endswith("/return_mean")]
+    return float(np.mean(returns)) if returns else float("nan")
+
+
+def evaluate_during_training(cfg: DictConfig, agent: Agent, logger: Any, env_steps: int) -> float | None:
+    """Evaluate the deterministic policy now (rank 0), log ``eval/*`` curves; its score, or None
+    on the other ranks. Same episodes every time (a fixed seed), so the curve compares like with like."""
+    if distributed.rank() != 0:
+        return None
+    episodes = cfg.train.get("eval_episodes")
+    results = evaluate_agent(
+        agent, cfg.env, seed=int(cfg.seed) + 2_000_003, device=agent.device, episodes=episodes
+    )
+    score = evaluation_score(cfg, results)
+    logger.log({**results, "eval/score": score}, env_steps)
+    return score
+
+
 def restore(
     cfg: DictConfig, agent: Agent, collector: RolloutCollector, self_play: SelfPlay
 ) -> dict[str, Any]:
@@ -380,6 +441,16 @@ def restore(
         return {"env_steps": 0, "updates": 0}
     directory = resolve_checkpoint(cfg.resume)
     state, _ = load_checkpoint(directory)
+    saved_world, world = len(state.get("ranks") or [None]), distributed.world_size()
+    if saved_world != world:
+        raise ResumeError(
+            f"checkpoint {directory} was written by {saved_world} process(es), this run has {world}; "
+            f"resume it with as many (torchrun --nproc_per_node={saved_world}; without torchrun for 1)"
+        )
+    own = state["ranks"][distributed.rank()] if world > 1 else None
+    if own is not None:
+        state = {**state, "agent": {**state["agent"], **own["agent"]}}
+        state = {**state, "collector": own["collector"], "rng": own["rng"]}
     load_agent_state(agent, state, directory)
     try:
         self_play.restore(state.get("self_play"))
@@ -503,20 +574,43 @@ def run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None
         overrides = list(HydraConfig.get().overrides.task)
     cfg, choices = resume_config(cfg, overrides)
     check_config(cfg)
-    claim_run_dir(run_dir)
-    threads = set_job_threads(cfg.train.torch_threads)
-    seed_everything(int(cfg.seed))
-    device = resolve_device(cfg.device)
-    env, agent = build(cfg, device)
-    collector = make_collector(cfg, env, agent)
-    checkpointer = Checkpointer(run_dir, cfg, env, agent, collector, choices)
-    logger = instantiate(cfg.logger, log_dir=str(run_dir)) if cfg.logger else NullLogger()
+    ranks = parallel.start(cfg, resolve_device(cfg.device))
     try:
-        logger.text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```")
-        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+        return _run(cfg, run_dir, overrides, choices, ranks)
+    finally:
+        parallel.stop()
+
+
+def _run(
+    cfg: DictConfig,
+    run_dir: Path,
+    overrides: list[str] | None,
+    choices: dict[str, str],
+    ranks: parallel.Ranks,
+) -> dict[str, Any]:
+    run_dir = Path(distributed.broadcast_object(str(run_dir)))  # rank 0's directory
+    if ranks.rank == 0:
+        claim_run_dir(run_dir)
+    threads = set_job_threads(cfg.train.torch_threads)
+    seed_everything(int(cfg.seed))  # the same initial networks on every rank
+    device = ranks.device
+    env, agent = build(cfg, device, **ranks.env_overrides)
+    parallel.check_agent(agent)
+    if ranks.world > 1:
+        seed_everything(ranks.seed)  # each rank acts with its own random numbers
+    collector = make_collector(cfg, env, agent, seed=ranks.seed)
+    checkpointer = Checkpointer(run_dir, cfg, env, agent, collector, choices)
+    with_logger = cfg.logger and ranks.rank == 0
+    logger = instantiate(cfg.logger, log_dir=str(run_dir)) if with_logger else NullLogger()
+    try:
+        if ranks.rank == 0:
+            logger.text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```")
+            write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
         trainer = restore(cfg, agent, collector, checkpointer.self_play)
         trainer = train_loop(cfg, env, agent, collector, checkpointer, logger, trainer)
         checkpointer.write(trainer)
+        if ranks.rank > 0:  # rank 0 evaluates and reports
+            return {}
         seed, progress = int(cfg.seed) + 1_000_003, show_progress(cfg.train.progress)
         results = evaluate_agent(agent, cfg.env, seed=seed, device=device, progress=progress)
         title = f"{cfg.env.name} / {type(agent).__name__}: deterministic policy"
@@ -549,13 +643,19 @@ def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def _main(cfg: DictConfig) -> float:
     try:
         metrics = run(cfg, HydraConfig.get().runtime.output_dir)
     except Interrupted as stop:
         log.warning("%s; continue with resume=%s", stop, HydraConfig.get().runtime.output_dir)
         sys.exit(128 + stop.signum)
     return float(metrics.get(cfg.get("objective") or "", 0.0))
+
+
+def main() -> None:
+    """The command line entry point (``python -m agents.train``, ``rlenv-train``, under ``torchrun`` too)."""
+    parallel.main_argv()
+    _main()
 
 
 if __name__ == "__main__":

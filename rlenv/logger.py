@@ -2,7 +2,8 @@
 
 Agents and loops return metric dicts; a :class:`TensorBoardLogger` turns them into event
 files under the run directory (scalars, text, hparams), a :class:`CSVLogger` into plain
-files any tool reads. :class:`NullLogger` discards them.
+files any tool reads, a :class:`WandbLogger` into a Weights & Biases run (offline by default).
+:class:`NullLogger` discards them.
 """
 
 from __future__ import annotations
@@ -133,6 +134,65 @@ class CSVLogger(NullLogger):
             self.flush()
             self._scalars.close()
             self._text.close()
+
+
+class WandbLogger(NullLogger):
+    """Weights & Biases (``logger=wandb``; needs ``pip install 'rlenv[wandb]'``).
+
+    Scalars go to the run's history at the env step, text entries to one-column tables, the
+    flat hyper-parameters to the run config and the final metrics to its summary. The default
+    ``mode="offline"`` needs no network or account: the run is written under
+    ``<log_dir>/wandb/`` and ``wandb sync <that dir>`` uploads it later; ``mode="online"``
+    streams it (after ``wandb login``), ``mode="disabled"`` keeps nothing.
+    """
+
+    def __init__(
+        self,
+        log_dir: str | Path,
+        project: str = "rlenv",
+        mode: str = "offline",
+        name: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        entity: str | None = None,
+    ) -> None:
+        super().__init__(log_dir)
+        modes = ("offline", "online", "disabled")
+        if mode not in modes:
+            raise ValueError(f"logger.mode={mode!r} is not a W&B mode (valid: {', '.join(modes)})")
+        try:
+            import wandb
+        except ImportError:
+            raise ImportError("logger=wandb needs the wandb package: pip install 'rlenv[wandb]'") from None
+        self._wandb = wandb
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(
+            dir=str(log_dir),
+            project=project,
+            mode=mode,
+            name=name,
+            group=group,
+            tags=list(tags or []),
+            entity=entity,
+            settings=wandb.Settings(silent=True, console="off"),
+        )
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        values = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+        if values:
+            self.run.log(values, step=int(step))
+
+    def text(self, tag: str, text: str, step: int = 0) -> None:
+        self.run.log({tag: self._wandb.Table(columns=["text"], data=[[text]])}, step=int(step))
+
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        self.run.config.update({k: _hparam_value(v) for k, v in hparams.items()}, allow_val_change=True)
+        self.run.summary.update({k: float(v) for k, v in metrics.items()})
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
 
 
 def _hparam_value(value: Any) -> int | float | str | bool:

@@ -115,3 +115,57 @@ def test_optuna_study_in_sqlite_continues_when_run_again(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
     study = optuna.load_study(study_name="tictactoe_ppo", storage=storage)
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 4
+
+
+def test_a_missing_launcher_or_sweeper_plugin_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from agents.run import jobs
+
+    assert jobs.requested_plugins(["agent=ppo", "+experiment=tictactoe_ppo_sweep"]) == [
+        ("sweeper", "optuna"),
+        ("launcher", "joblib"),
+    ]
+    assert jobs.requested_plugins(["-m", "hydra/launcher=ray_local", "seed=0,1"]) == [
+        ("launcher", "ray_local")
+    ]
+    jobs.check_plugins(["hydra/launcher=joblib", "+experiment=tictactoe_ppo_sweep"])  # installed here
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.startswith("hydra_plugins") else real(name, *a),
+    )
+    with pytest.raises(
+        SystemExit, match=r"hydra/launcher=slurm needs the hydra-submitit-launcher plugin.*rlenv\[cluster\]"
+    ):
+        jobs.check_plugins(["-m", "hydra/launcher=slurm"])
+    with pytest.raises(
+        SystemExit, match=r"hydra/sweeper=optuna needs the hydra-optuna-sweeper plugin.*rlenv\[sweep\]"
+    ):
+        jobs.check_plugins(["+experiment=tictactoe_ppo_sweep"])
+    jobs.check_plugins(["hydra/launcher=basic", "agent=ppo"])  # Hydra's own launcher needs nothing
+
+
+def test_sweep_job_names_keep_only_what_the_sweep_varies(monkeypatch):
+    from agents.run import jobs
+
+    task = ["env=tictactoe", "agent=ppo", "seed=1", "train.total_env_steps=2000", "agent.optimizer.lr=0.001"]
+    monkeypatch.setenv(jobs.COMMAND_LINE, "[]")  # restored (unset) after the test
+    monkeypatch.delenv(jobs.COMMAND_LINE)
+    assert jobs.run_name(task, ["device"]) == ",".join(task)  # without the command line: every override
+    jobs.remember_command_line(
+        [
+            "-m",
+            "env=tictactoe",
+            "agent=ppo,qlearning",
+            "seed=range(3)",
+            "train.total_env_steps=2000",
+            "device=cpu",
+        ]
+    )
+    # agent and seed are swept; the learning rate was chosen by a sweeper (not on the command line)
+    assert jobs.run_name(task, ["device"]) == "agent=ppo,seed=1,agent.optimizer.lr=0.001"
+    assert jobs.run_name(["+experiment=x", "device=cpu"], ["device"]) == "experiment=x"
+    jobs.remember_command_line(["-m", "seed=0"])
+    assert jobs.run_name(["seed=0"]) == "run"

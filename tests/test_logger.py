@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from rlenv.logger import CSVLogger, hyperparameters
 from tests.test_train import tiny_config, train
 
@@ -61,3 +63,26 @@ def test_hyperparameters_leave_out_instantiation_keys_and_keep_booleans():
         "network.sizes": "[64, 64]",
         "seed": 0,
     }
+
+
+def test_wandb_logger_writes_an_offline_run_without_network(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    for variable in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_MODE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))  # the logger's own dir wins
+    train.run(tiny_config("ppo", "logger=wandb", "logger.name=tiny"), tmp_path / "run")
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    records = b"".join(path.read_bytes() for path in runs[0].glob("*.wandb"))
+    for key in (b"charts/episode_return", b"eval/random_as_x/win_rate", b"agent.gamma", b"tiny"):
+        assert key in records, key
+
+
+def test_wandb_logger_refuses_an_unknown_mode(tmp_path):
+    pytest.importorskip("wandb")
+    from rlenv.logger import WandbLogger
+
+    with pytest.raises(
+        ValueError, match=r"logger.mode='onlin' is not a W&B mode \(valid: offline, online, disabled\)"
+    ):
+        WandbLogger(tmp_path, mode="onlin")

@@ -164,3 +164,26 @@ def _seed_of(run: Path) -> int:
     from omegaconf import OmegaConf
 
     return int(OmegaConf.load(run / "config.yaml").seed)
+
+
+def test_eval_every_logs_evaluation_curves_and_keeps_the_best_evaluated_checkpoint(tmp_path):
+    from agents.run.checkpoint import load_checkpoint
+    from agents.run.results import read_scalars
+
+    cfg = tiny_config(
+        "ppo",
+        "train.total_env_steps=640",
+        "train.eval_every=1",
+        "train.eval_episodes=20",
+        "train.keep_checkpoints=2",
+    )
+    train.run(cfg, tmp_path)
+    scalars = read_scalars(tmp_path)
+    steps, scores = scalars["eval/score"]
+    assert len(steps) == 5 and list(steps) == sorted(steps)  # one point per update, not one at the end
+    assert len(scalars["eval/random_as_x/win_rate"][0]) == 5  # the final evaluation at the last step
+    best = (tmp_path / "checkpoints" / "best").read_text().strip()
+    _, meta = load_checkpoint(tmp_path / "checkpoints" / best)
+    assert meta["score"] == pytest.approx(float(scores.max()), abs=1e-6)
+    # kept beside the newest two even when it is older than them
+    assert len([p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith("update_")]) <= 3

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from agents.core import distributed
 from agents.core.base import Observation, PolicyStep, Rollout, batch_size, masked_logits, move_observation
 from agents.core.replay import ReplayBatch, ReplayBuffer, flatten_rollout
 
@@ -256,6 +257,9 @@ class DQNAgent(_EpsilonGreedyAgent):
         generator: the RNG of exploration and replay sampling (``None``: torch's global RNG).
     """
 
+    data_parallel = True  # torchrun: gradients summed over the processes (agents.core.distributed)
+    rank_state_keys = ("replay", "counters")  # each process's own: checkpointed per rank
+
     def __init__(
         self,
         observation_space: gymnasium.Space,
@@ -319,7 +323,7 @@ class DQNAgent(_EpsilonGreedyAgent):
     def learn(self, rollout: Rollout) -> dict[str, float]:
         """Store the rollout's transitions, then train if it is time to."""
         self.replay.add(flatten_rollout(rollout.to(self.device), self.replay.store_action_masks))
-        self.env_steps += rollout.num_valid
+        self.env_steps += int(distributed.sum_floats(rollout.num_valid)[0])  # all processes' steps
         self.learn_calls += 1
         metrics = {"charts/epsilon": self.epsilon, "diag/buffer_size": float(len(self.replay))}
         due = self.learn_calls % self.train_frequency == 0 and self.gradient_steps > 0
@@ -345,6 +349,8 @@ class DQNAgent(_EpsilonGreedyAgent):
         loss = td_loss(q_taken, targets, self.loss)
         self.optimizer.zero_grad()
         loss.backward()
+        # data-parallel: the mean of the processes' gradients (each has batch_size transitions)
+        distributed.reduce_gradients(self.q_network.parameters(), 1.0 / distributed.world_size())
         if self.max_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.q_network.parameters(), self.max_grad_norm)
         self.optimizer.step()

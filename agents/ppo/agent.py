@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
+from agents.core import distributed
 from agents.core.base import Observation, PolicyStep, Rollout, move_observation, take_rows
 from agents.gae import gae
 from agents.networks.mlp import ActorCriticMLP
@@ -164,6 +165,8 @@ class PPOAgent:
     (:mod:`agents.ppo.batches`). Only parameters with ``requires_grad`` reach the optimizer.
     """
 
+    data_parallel = True  # torchrun: gradients summed over the processes (agents.core.distributed)
+
     def __init__(
         self,
         observation_space: gymnasium.Space,
@@ -295,11 +298,12 @@ class PPOAgent:
             self.num_epochs,
             self.num_minibatches,
             self.target_kl,
+            self.normalize_advantages,
         )
         if self.lr_schedule is not None:
             self.lr_schedule.step()
         self.updates += 1
-        self.env_steps += rollout.num_valid
+        self.env_steps += int(distributed.sum_floats(rollout.num_valid)[0])
         valid = rollout.valid_mask
         metrics["diag/explained_variance"] = explained_variance(rollout.values[valid], returns[valid])
         metrics["diag/learning_rate"] = learning_rate
@@ -326,7 +330,11 @@ class PPOAgent:
             )
             rewards = penalized.rewards
             episodes = int(rollout.done.sum()) if not rollout.whole_episodes else rollout.num_envs
-            kl_per_episode = float(penalized.kl.sum()) / max(episodes, 1)
+            kl_sum = float(penalized.kl.sum())
+            if distributed.is_distributed():  # one controller input on every process
+                kl_sum, episodes_sum = distributed.sum_floats(kl_sum, episodes)
+                episodes = int(episodes_sum)
+            kl_per_episode = kl_sum / max(episodes, 1)
             metrics = {
                 "charts/kl": kl_per_episode,
                 "charts/kl_per_token": float(penalized.kl[valid].mean()),
@@ -400,8 +408,6 @@ class PPOAgent:
     def _minibatch_loss(self, minibatch: StepBatch | EpisodeBatch) -> tuple[Tensor, PPOLossTerms]:
         samples = minibatch.evaluate(self.network)
         advantages = samples.advantages
-        if self.normalize_advantages and advantages.numel() > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         terms = ppo_loss(
             samples.new_log_probs,
             samples.old_log_probs,
@@ -424,10 +430,16 @@ class PPOAgent:
             total = total + self.logit_coef * logit_spread(samples.logits, samples.action_masks)
         return total, terms
 
-    def _gradient_step(self, total: Tensor) -> bool:
-        """Backpropagate ``total`` and step, unless the gradient is not finite (then refuse, False)."""
+    def _gradient_step(self, total: Tensor | None, weight: float = 1.0) -> bool:
+        """Backpropagate ``total`` and step, unless the gradient is not finite (then refuse, False).
+
+        In a data-parallel run the gradient is first summed over the processes, each weighted
+        by ``weight``, its share of the minibatch (``total`` is ``None`` on a process without
+        rows in it)."""
         self.optimizer.zero_grad()
-        total.backward()
+        if total is not None:
+            total.backward()
+        distributed.reduce_gradients(self.network.parameters(), weight)
         max_norm = self.max_grad_norm if self.max_grad_norm is not None else math.inf
         grad_norm = nn.utils.clip_grad_norm_(self.network.parameters(), max_norm)
         if not bool(torch.isfinite(grad_norm)):

@@ -83,11 +83,15 @@ class StepBatch:
     def from_rollout(
         cls, rollout: Rollout, advantages: Tensor, returns: Tensor, reference_log_probs: Tensor | None = None
     ) -> StepBatch:
-        """``reference_log_probs`` (T, B): log pi_ref of the taken actions, kept for a KL loss term."""
-        keep = rollout.valid_mask.flatten()
+        """``reference_log_probs`` (T, B): log pi_ref of the taken actions, kept for a KL loss term.
+
+        Samples are ordered env by env (env-major), so the batches of processes that each step
+        a block of the envs, put one after the other, are the batch of one process stepping them all.
+        """
+        keep = rollout.valid_mask.T.flatten()
 
         def flat(x: Tensor | None) -> Any:
-            return None if x is None else x.flatten(0, 1)[keep]
+            return None if x is None else x.transpose(0, 1).flatten(0, 1)[keep]
 
         return cls(
             obs=map_observation(flat, rollout.obs),
@@ -102,6 +106,10 @@ class StepBatch:
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
+
+    def valid_advantages(self) -> Tensor:
+        """The advantages of the samples the loss sees, flattened (N,)."""
+        return self.advantages
 
     def __getitem__(self, rows: Tensor) -> StepBatch:
         return StepBatch(**{f.name: _index(getattr(self, f.name), rows) for f in fields(self)})
@@ -172,6 +180,10 @@ class EpisodeBatch:
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
+
+    def valid_advantages(self) -> Tensor:
+        """The advantages of the valid steps, flattened (number of valid steps,)."""
+        return self.advantages[self.valid]
 
     def __getitem__(self, rows: Tensor) -> EpisodeBatch:
         return EpisodeBatch(**{f.name: _index(getattr(self, f.name), rows) for f in fields(self)})

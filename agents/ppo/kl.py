@@ -40,6 +40,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from agents.core import distributed
+
 
 class KLController(Protocol):
     """The coefficient ``coef`` (beta) of the KL penalty and how it changes after each batch."""
@@ -267,6 +269,11 @@ def whiten_rewards(rewards: Tensor, valid: Tensor, eps: float = 1e-8) -> Tensor:
     """
     valid = valid.bool()
     values = rewards[valid]
-    if values.numel() < 2:
+    if distributed.is_distributed():  # the std over every process's valid tokens
+        count = distributed.sum_floats(values.numel())[0]
+        std = distributed.mean_std(values)[1]
+    else:
+        count, std = values.numel(), values.std() if values.numel() > 1 else None
+    if count < 2 or std is None:
         return torch.where(valid, rewards, 0.0)
-    return torch.where(valid, rewards / (values.std() + eps), 0.0)
+    return torch.where(valid, rewards / (std + eps), 0.0)

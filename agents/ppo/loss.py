@@ -14,12 +14,15 @@ as explicit parts.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
+
+from agents.core import distributed
 
 
 class PPOLossTerms(NamedTuple):
@@ -30,6 +33,7 @@ class PPOLossTerms(NamedTuple):
     entropy: Tensor
     approx_kl: Tensor
     clipfrac: Tensor
+    count: int = 1  # samples the means are over (weights a rank's gradient in data-parallel runs)
 
 
 def ppo_loss(
@@ -75,7 +79,7 @@ def ppo_loss(
     with torch.no_grad():
         approx_kl = ((ratio - 1.0) - log_ratio).mean()
         clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
-    return PPOLossTerms(policy_loss, value_loss, -entropy.mean(), approx_kl, clipfrac)
+    return PPOLossTerms(policy_loss, value_loss, -entropy.mean(), approx_kl, clipfrac, new_log_probs.numel())
 
 
 def logit_spread(logits: Tensor, action_mask: Tensor | None = None) -> Tensor:
@@ -111,54 +115,93 @@ def explained_variance(predictions: Tensor, targets: Tensor) -> float:
     return float(1.0 - (targets - predictions).var(unbiased=False) / target_variance)
 
 
+def standardized(minibatch: Any, parallel: bool = False) -> Any:
+    """``minibatch`` with its advantages standardised over its valid steps (over every
+    process's part of it in a data-parallel run); unchanged with fewer than 2 of them."""
+    values = minibatch.valid_advantages()
+    if parallel:
+        mean, std = distributed.mean_std(values)
+    elif values.numel() > 1:
+        mean, std = values.mean(), values.std()
+    else:
+        return minibatch
+    return dataclasses.replace(minibatch, advantages=(minibatch.advantages - mean) / (std + 1e-8))
+
+
 def ppo_update(
     batch: Any,
     minibatch_loss: Callable[[Any], tuple[Tensor, PPOLossTerms]],
-    gradient_step: Callable[[Tensor], bool],
+    gradient_step: Callable[[Tensor | None, float], bool],
     num_epochs: int,
     num_minibatches: int,
     target_kl: float | None = None,
+    normalize_advantages: bool = False,
 ) -> dict[str, float]:
     """Epochs x minibatches of clipped gradient steps over ``batch``; metrics are minibatch means.
 
     ``batch`` is any batch with ``len(batch)`` rows, ``batch[rows]`` and ``batch.advantages``
     (:class:`agents.ppo.batches.StepBatch`, :class:`agents.ppo.batches.EpisodeBatch`).
 
-    ``minibatch_loss(batch[rows]) -> (total, terms)``; ``gradient_step(total) -> bool`` (False:
-    the gradient was not finite and no step was taken). A minibatch whose loss is not finite
-    is refused: no step, its terms stay out of the means, it counts in ``diag/skipped_updates``.
+    ``minibatch_loss(batch[rows]) -> (total, terms)``; ``gradient_step(total, weight) -> bool``
+    (False: the gradient was not finite and no step was taken; ``weight`` is this process's
+    share of the minibatch's samples, 1 in one process, and ``total`` is ``None`` where this
+    process has no rows in the minibatch). A minibatch whose loss is not finite is refused:
+    no step, its terms stay out of the means, it counts in ``diag/skipped_updates``.
+    ``normalize_advantages`` standardises each minibatch's advantages (over its valid steps)
+    before its loss.
+
+    In a data-parallel run (:mod:`agents.core.distributed`) the minibatches are drawn over all
+    processes' rows, and the early stop and the refusal are decided on every process alike
+    from the KL and the losses of all of them.
     """
     device = batch.advantages.device
+    parallel = distributed.is_distributed()
     sums = torch.zeros(6, device=device)
     evaluated = epochs_run = skipped = 0
     stop = False
     for _ in range(num_epochs):
         epochs_run += 1
-        order = torch.randperm(len(batch), device=device)
-        for rows in order.tensor_split(num_minibatches):
-            total, terms = minibatch_loss(batch[rows])
-            if not bool(torch.isfinite(total)):
+        for rows in distributed.minibatch_rows(len(batch), num_minibatches, device):
+            total: Tensor | None = None
+            count, weight = 0, 1.0
+            minibatch = batch[rows]
+            if normalize_advantages:
+                minibatch = standardized(minibatch, parallel)
+            if rows.numel() or not parallel:
+                total, terms = minibatch_loss(minibatch)
+                count = int(terms.count)
+            finite = total is None or bool(torch.isfinite(total))
+            if parallel:
+                kl_sum = float(terms.approx_kl) * count if total is not None and finite else 0.0
+                global_count, global_kl, refused = distributed.sum_floats(count, kl_sum, float(not finite))
+                weight = count / global_count if global_count else 0.0
+                approx_kl = global_kl / global_count if global_count else 0.0
+                finite = refused == 0
+            if not finite:
                 skipped += 1
                 continue
-            evaluated += 1
-            sums += torch.stack(
-                [terms.policy, terms.value, terms.entropy, total, terms.approx_kl, terms.clipfrac]
-            ).detach()
-            if target_kl is not None and terms.approx_kl.item() > target_kl:
+            if total is not None:
+                evaluated += 1
+                sums += torch.stack(
+                    [terms.policy, terms.value, terms.entropy, total, terms.approx_kl, terms.clipfrac]
+                ).detach()
+                if not parallel:
+                    approx_kl = terms.approx_kl.item() if target_kl is not None else 0.0
+            if target_kl is not None and approx_kl > target_kl:
                 stop = True
                 break
-            if not gradient_step(total):
+            if not gradient_step(total, weight):
                 skipped += 1
         if stop:
             break
     means = (sums / evaluated).tolist() if evaluated else [math.nan] * 6
-    policy, value, entropy, total, approx_kl, clipfrac = means
+    policy, value, entropy, total_mean, approx_kl_mean, clipfrac = means
     return {
         "loss/policy": policy,
         "loss/value": value,
         "loss/entropy": entropy,
-        "loss/total": total,
-        "diag/approx_kl": approx_kl,
+        "loss/total": total_mean,
+        "diag/approx_kl": approx_kl_mean,
         "diag/clipfrac": clipfrac,
         "diag/entropy": -entropy,
         "diag/epochs_run": float(epochs_run),

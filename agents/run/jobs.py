@@ -82,3 +82,102 @@ def set_job_threads(requested: int | None) -> int:
     if threads is not None:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+PLUGINS = {
+    # group option -> (module the option needs, extra that installs it)
+    ("launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "sweep"),
+    ("sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "sweep"),
+    ("launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+    ("launcher", "submitit_slurm"): ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+    ("launcher", "slurm"): ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+    ("launcher", "local_submitit"): ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+    ("launcher", "ray"): ("hydra_plugins.hydra_ray_launcher", "cluster"),
+    ("launcher", "ray_local"): ("hydra_plugins.hydra_ray_launcher", "cluster"),
+}
+
+
+def requested_plugins(argv: list[str]) -> list[tuple[str, str]]:
+    """The ``(group, option)`` launcher and sweeper choices of a command line, the ones an
+    ``experiment=`` it names selects included."""
+    import importlib.resources
+
+    from omegaconf import OmegaConf
+
+    chosen: list[tuple[str, str]] = []
+    for argument in argv:
+        key, _, value = argument.lstrip("+~").partition("=")
+        if key in ("hydra/launcher", "hydra/sweeper"):
+            chosen.append((key.split("/")[1], value))
+        elif key == "experiment" and value:
+            path = importlib.resources.files("conf") / "experiment" / f"{value}.yaml"
+            if not path.is_file():
+                continue  # Hydra names the missing option itself
+            for entry in OmegaConf.load(str(path)).get("defaults") or []:
+                if isinstance(entry, Mapping) or hasattr(entry, "items"):
+                    for name, option in entry.items():
+                        group = str(name).replace("override ", "").strip().lstrip("/")
+                        if group in ("hydra/launcher", "hydra/sweeper"):
+                            chosen.append((group.split("/")[1], str(option)))
+    return chosen
+
+
+def check_plugins(argv: list[str]) -> None:
+    """Stop with a message naming the extra to install when a chosen launcher or sweeper
+    plugin is missing (Hydra's own error only says the config option is not found)."""
+    import importlib.util
+
+    for group, option in requested_plugins(argv):
+        module, extra = PLUGINS.get((group, option), (None, None))
+        if module is not None and importlib.util.find_spec(module) is None:
+            raise SystemExit(
+                f"hydra/{group}={option} needs the {module.split('.')[-1].replace('_', '-')} plugin, "
+                f"which is not installed: pip install 'rlenv[{extra}]' (or, from a checkout, "
+                f"pip install -e '.[{extra}]')"
+            )
+
+
+COMMAND_LINE = "RLENV_COMMAND_LINE"
+"""Environment variable holding the command line of a sweep, for its jobs' run names."""
+
+
+def remember_command_line(argv: list[str]) -> None:
+    """Keep ``argv`` where the jobs of a sweep find it (jobs inherit the environment, on every launcher)."""
+    import json
+
+    os.environ[COMMAND_LINE] = json.dumps(list(argv))
+
+
+def _fixed_keys(argv: list[str]) -> set[str] | None:
+    """Keys the command line sets to one value (not swept); None when it is not known."""
+    import json
+
+    raw = os.environ.get(COMMAND_LINE)
+    if raw is None:
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    arguments = [a for a in json.loads(raw) if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(arguments)
+    except Exception:  # the job's config was composed from it already; nothing to learn here
+        return None
+    return {o.key_or_group for o in parsed if not o.is_sweep_override()}
+
+
+def run_name(task_overrides: Any, exclude: Any = ()) -> str:
+    """A sweep job's directory name: its overrides that the sweep varies, ``key=value`` joined by ``,``.
+
+    The overrides the command line fixes (one value for every job) and ``exclude`` are left out,
+    so TensorBoard lists a sweep's runs by what tells them apart (``agent=ppo,seed=1``), not by
+    the whole command line; a sweeper's own search parameters (Optuna's) are kept. Without the
+    command line (a job started some other way) every override is kept.
+    """
+    fixed = _fixed_keys(list(task_overrides)) or set()
+    excluded = {str(key) for key in exclude or ()}
+    kept = []
+    for override in task_overrides:
+        key = str(override).split("=", 1)[0].lstrip("+~")
+        if key not in fixed and key not in excluded:
+            kept.append(str(override).lstrip("+~").replace("/", "-"))
+    return ",".join(kept) or "run"

@@ -44,6 +44,7 @@ TARGETS: set[str] = {
     "rlenv.logger.TensorBoardLogger",
     "rlenv.logger.NullLogger",
     "rlenv.logger.CSVLogger",
+    "rlenv.logger.WandbLogger",
 }
 # torch optimizers and learning-rate schedules by name (classes of torch itself)
 OPTIMIZERS = ("Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam")

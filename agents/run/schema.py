@@ -77,6 +77,11 @@ class TrainConfig:
         num_samples: rows per table of sample texts.
         torch_threads: ``torch.set_num_threads`` (null keeps torch's default).
         progress: show a progress bar.
+        eval_every: updates between evaluations during training (null: only the final one). Each
+            logs ``eval/<setting>/*`` and ``eval/score`` curves and writes a checkpoint; the best
+            checkpoint is then the best evaluated (``objective`` if it names an evaluation
+            metric, else the mean return over the settings).
+        eval_episodes: episodes per setting of those evaluations (null: ``env.evaluation.episodes``).
     """
 
     total_env_steps: float = checked(check=positive)
@@ -89,6 +94,8 @@ class TrainConfig:
     num_samples: int = checked(4, at_least(0))
     torch_threads: int | None = checked(None, optional(at_least(1), "torch's default"))
     progress: bool = True
+    eval_every: int | None = checked(None, optional(at_least(1), "only the final evaluation"))
+    eval_episodes: int | None = checked(None, optional(at_least(1), "env.evaluation.episodes"))
 
 
 @dataclass
