@@ -68,7 +68,8 @@ def main() -> None:
             f"{processes} process(es): {metrics['perf/env_steps']:.0f} env steps in "
             f"{metrics['perf/train_seconds']:.1f} s = {rates[processes]:.0f} steps/s; {shown}"
         )
-    print(f"ratio {args.processes} processes / 1: {rates[args.processes] / rates[1]:.2f} ({os.cpu_count()} cores)")
+    ratio = rates[args.processes] / rates[1]
+    print(f"ratio {args.processes} processes / 1: {ratio:.2f} ({os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":
