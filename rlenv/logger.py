@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 
 class NullLogger:
@@ -43,17 +42,39 @@ class NullLogger:
         pass
 
 
+CONSTANT_COUNTS = ("perf/env_steps", "perf/torch_threads")
+"""Metrics that are counts fixed by the config (the last part ``episodes`` of an ``eval/`` key too):
+kept in ``metrics.json`` and plain files, not charted."""
+
+
+def is_constant_count(key: str) -> bool:
+    return key in CONSTANT_COUNTS or (key.startswith("eval/") and key.endswith("/episodes"))
+
+
+SESSION_START, SESSION_END = "_hparams_/session_start_info", "_hparams_/session_end_info"  # HParams tags
+
+KL_LAYOUT = {"KL": {"KL per completion and its target": ["Multiline", ["charts/kl", "charts/kl_target"]]}}
+"""The Custom Scalars chart that shows the measured KL beside the controller's target."""
+
+
 class TensorBoardLogger(NullLogger):
-    """Writes scalars, text and hparams to TensorBoard event files in ``log_dir``."""
+    """Writes scalars, text and hparams to TensorBoard event files in ``log_dir``.
+
+    Scalars that are constant counts (:func:`is_constant_count`) are not charted. The HParams
+    session (hyper-parameters, booleans as booleans, and the final metrics) goes to the
+    ``hparams`` sub-run, so that every kind of run (Tic-Tac-Toe, text, RLHF) shows its own
+    final metrics as columns while its curves stay in the run itself.
+    """
 
     def __init__(self, log_dir: str | Path, flush_secs: int = 10) -> None:
         super().__init__(log_dir)
         self.writer = SummaryWriter(log_dir=str(log_dir), flush_secs=flush_secs)
+        self.writer.add_custom_scalars(KL_LAYOUT)
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         for key, value in metrics.items():
             value = float(value)
-            if math.isfinite(value):
+            if math.isfinite(value) and not is_constant_count(key):
                 self.writer.add_scalar(key, value, step)
 
     def text(self, tag: str, text: str, step: int = 0) -> None:
@@ -62,15 +83,30 @@ class TensorBoardLogger(NullLogger):
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
         """Register this run in the HParams tab: flat ``hparams`` against final ``metrics``.
 
-        The HParams tab reads the metric values from the scalar stream, so log them (under
-        the same names) with :meth:`log` as well.
+        Written as a session in the ``hparams`` sub-run with the metrics as its only scalars;
+        no experiment summary is written, so TensorBoard lists the union of every run's
+        hyper-parameters and metrics (one experiment summary would hide other kinds of runs'
+        metric columns).
         """
-        clean = {k: _hparam_value(v) for k, v in hparams.items()}
-        experiment, session_start, session_end = hparams_summary(clean, dict(metrics))
-        file_writer = self.writer._get_file_writer()
-        for summary in (experiment, session_start, session_end):
-            file_writer.add_summary(summary)
-        self.writer.flush()
+        from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+        start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+        for key, value in hparams.items():
+            value = _hparam_value(value)
+            if isinstance(value, bool):  # before numbers: a bool is an int to Python
+                start.hparams[key].bool_value = value
+            elif isinstance(value, (int, float)):
+                start.hparams[key].number_value = float(value)
+            else:
+                start.hparams[key].string_value = value
+        end = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS, end_time_secs=time.time())
+        with SummaryWriter(log_dir=str(Path(self.log_dir) / "hparams")) as writer:
+            file_writer = writer._get_file_writer()
+            file_writer.add_summary(_hparams_summary(SESSION_START, session_start_info=start))
+            for key, value in metrics.items():
+                if math.isfinite(float(value)) and not is_constant_count(key):
+                    writer.add_scalar(key, float(value), 0)
+            file_writer.add_summary(_hparams_summary(SESSION_END, session_end_info=end))
 
     def flush(self) -> None:
         self.writer.flush()
@@ -78,6 +114,15 @@ class TensorBoardLogger(NullLogger):
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
+
+
+def _hparams_summary(tag: str, **info: Any) -> Any:
+    """A summary carrying one HParams plugin record (session start or end)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    data = plugin_data_pb2.HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **info)
+    return Summary(value=[Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(data))])
 
 
 class CSVLogger(NullLogger):
@@ -178,7 +223,9 @@ class WandbLogger(NullLogger):
         )
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
-        values = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+        values = {
+            k: float(v) for k, v in metrics.items() if math.isfinite(float(v)) and not is_constant_count(k)
+        }
         if values:
             self.run.log(values, step=int(step))
 
@@ -201,19 +248,44 @@ def _hparam_value(value: Any) -> int | float | str | bool:
     return str(value)
 
 
+PLUMBING = (
+    "device",
+    "resume",
+    "objective",
+    "logger",
+    "hydra",
+    "train.progress",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.samples_every",
+    "train.num_samples",
+    "train.torch_threads",
+    "env.evaluation",
+)
+"""Config keys (and what lies below them) that say how a run is run, not what is learnt."""
+
+
 def hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
     """The flat hyper-parameters of a resolved config, for the HParams tab.
 
     Instantiation keys (``_target_``, ``_partial_``, any key starting with ``_``) and what
-    lies below them are plumbing, not choices, and are left out; numbers, strings and
-    booleans keep their types, None and lists become strings.
+    lies below them are plumbing, not choices, and are left out, as are the keys of
+    :data:`PLUMBING` (any ``device`` too); numbers, strings and booleans keep their types,
+    None and lists become strings.
     """
     flat = flatten(config)
     return {
         key: _hparam_value(value)
         for key, value in flat.items()
-        if not any(part.startswith("_") for part in key.split("."))
+        if not any(part.startswith("_") for part in key.split(".")) and not _is_plumbing(key)
     }
+
+
+def _is_plumbing(key: str) -> bool:
+    if key.split(".")[-1] == "device":
+        return True
+    return any(key == p or key.startswith(p + ".") for p in PLUMBING)
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -86,3 +86,28 @@ def test_wandb_logger_refuses_an_unknown_mode(tmp_path):
         ValueError, match=r"logger.mode='onlin' is not a W&B mode \(valid: offline, online, disabled\)"
     ):
         WandbLogger(tmp_path, mode="onlin")
+
+
+def test_tensorboard_hparams_session_keeps_booleans_and_leaves_out_plumbing_and_constant_counts(tmp_path):
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.plugins.hparams import metadata
+
+    train.run(tiny_config("ppo"), tmp_path)
+    session = event_accumulator.EventAccumulator(str(tmp_path / "hparams"))
+    session.Reload()
+    content = session.PluginTagToContent("hparams")[metadata.SESSION_START_INFO_TAG]
+    hparams = metadata.parse_session_start_info_plugin_data(content).hparams
+    assert hparams["agent.normalize_advantages"].WhichOneof("kind") == "bool_value"
+    assert hparams["agent.normalize_advantages"].bool_value is True
+    assert hparams["agent.gamma"].WhichOneof("kind") == "number_value"
+    assert not [
+        key for key in hparams if key.endswith("device") or key.startswith(("train.progress", "logger"))
+    ]
+    assert "eval/random_as_x/win_rate" in session.Tags()["scalars"]
+    assert not [tag for tag in session.Tags()["scalars"] if tag.endswith("/episodes")]
+    curves = event_accumulator.EventAccumulator(str(tmp_path))
+    curves.Reload()
+    assert "charts/episode_return" in curves.Tags()["scalars"]
+    assert "perf/env_steps" not in curves.Tags()["scalars"]  # the x axis already
+    with pytest.raises(KeyError):  # no experiment summary that would hide other runs' metric columns
+        curves.PluginTagToContent("hparams")

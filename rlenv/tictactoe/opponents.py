@@ -218,7 +218,7 @@ ROLES = ("x", "o")
 
 
 def _is_per_role(spec: Any) -> bool:
-    return isinstance(spec, Mapping) and bool(spec) and set(spec) <= set(ROLES)
+    return isinstance(spec, Mapping) and any(key in ROLES for key in spec)
 
 
 class OpponentMixture:
@@ -228,16 +228,24 @@ class OpponentMixture:
         spec: an opponent name (``"random"``, ``"perfect"``, ``"self_play"``), a mapping of
             names to non-negative weights (``{"perfect": 0.5, "random": 0.5}``), an object
             with an ``act`` method, or one of these per role of the agent:
-            ``{"x": "random", "o": {"random": 0.5, "perfect": 0.5}}`` (both roles required).
+            ``{"x": "random", "o": {"random": 0.5, "perfect": 0.5}}``. Names with weights
+            beside role keys are the mixture of a role not given:
+            ``{"random": 0.5, "perfect": 0.5, "x": "random"}`` (so a config can give one role
+            its own opponents on top of a shared mixture).
     """
 
     def __init__(self, spec: OpponentSpec) -> None:
         if _is_per_role(spec):
-            per_role = cast(Mapping[str, OpponentSpec], spec)
+            per_role = cast(Mapping[str, Any], spec)
+            shared = {name: weight for name, weight in per_role.items() if name not in ROLES}
             missing = [role for role in ROLES if role not in per_role]
-            if missing:
-                raise ValueError(f"a per-role opponent needs both roles {list(ROLES)}, missing {missing}")
-            roles = {role: _parse_spec(per_role[role]) for role in ROLES}
+            if missing and not shared:
+                raise ValueError(
+                    f"a per-role opponent needs both roles {list(ROLES)} or shared weights, missing {missing}"
+                )
+            if shared:
+                _parse_spec(shared)  # checked even where both roles have their own
+            roles = {role: _parse_spec(per_role[role] if role in per_role else shared) for role in ROLES}
             if _CUSTOM in roles["x"] or _CUSTOM in roles["o"]:
                 raise TypeError("per-role opponents take names and weights, not opponent objects")
         else:

@@ -192,6 +192,14 @@ def test_per_role_opponents_are_drawn_by_the_agent_s_mark():
     assert 0.45 < as_o.count("perfect") / len(as_o) < 0.55
     with pytest.raises(ValueError, match="needs both roles"):
         OpponentMixture({"x": "random"})
+    # shared weights beside a role: the mixture of the role not given (how a YAML preset merges)
+    merged = OpponentMixture({"random": 0.9, "perfect": 0.1, "self_play": 0.0, "x": {"random": 1.0}})
+    ids = merged.sample(4000, torch.Generator().manual_seed(1), marks)
+    names = [merged.names[i] for i in ids.tolist()]
+    assert set(names[0::2]) == {"random"}
+    assert 0.07 < names[1::2].count("perfect") / 2000 < 0.13
+    with pytest.raises(ValueError, match="unknown opponent 'rnd'"):
+        OpponentMixture({"rnd": 1.0, "x": "random", "o": "random"})
 
 
 def test_the_vector_env_plays_x_against_random_and_o_against_perfect():
