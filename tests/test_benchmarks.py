@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def run_module(*args: str) -> str:
     result = subprocess.run(
@@ -88,3 +90,34 @@ def test_sweep_parallel_prints_the_ratio_and_the_summary(tmp_path):
     )
     assert "ratio sequential / parallel" in out and "eval/random_as_x/win_rate" in out
     assert (tmp_path / "parallel_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tensorboard_screenshots_of_a_tiny_run(tmp_path):
+    from benchmarks.tensorboard_screenshots import find_browser, screenshots
+
+    if find_browser() is None:
+        pytest.skip("no headless Chromium on this machine (apt install chromium)")
+    from agents import train
+    from tests.test_train import tiny_config
+
+    train.run(tiny_config("ppo"), tmp_path / "run")
+    shots = screenshots(tmp_path, tmp_path / "shots", tabs=("scalars", "hparams"), wait_ms=5000)
+    assert [p.name for p in shots] == ["scalars.png", "hparams.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in shots)
+
+
+def test_torchrun_speed_prints_the_ratio(tmp_path):
+    out = run_module(
+        "benchmarks.torchrun_speed",
+        "--num-envs",
+        "16",
+        "--steps",
+        "1024",
+        "--out",
+        str(tmp_path),
+        "--",
+        "agent.rollout_steps=16",
+        "env.evaluation.episodes=20",
+        "env.evaluation.num_envs=10",
+    )
+    assert "ratio 2 processes / 1" in out and "2 process(es)" in out
