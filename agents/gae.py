@@ -8,12 +8,22 @@ With ``delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)``, the a
 next state is zero. ``done`` (terminated or truncated) cuts the trace: the next step belongs
 to another episode. A truncated step therefore still bootstraps from ``next_values``, which
 must hold the value of the episode's final observation, not of the reset observation.
+
+:func:`gae` picks the fastest correct path: on CPU a compiled loop (numba, when installed:
+one branch-free pass over the inputs in memory order), elsewhere or without numba
+the loop over time in torch (:func:`gae_loop`, one vector step per time step).
+:func:`gae_reference` (Python floats) is the oracle every path is tested against.
 """
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Any
+
 import torch
 from torch import Tensor
+
+BACKENDS = ("auto", "loop", "numba")
 
 
 def _check_inputs(
@@ -55,6 +65,7 @@ def gae(
     done: Tensor,
     gamma: float,
     lam: float,
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Advantages and return targets by GAE(gamma, lam), computed backwards in time.
 
@@ -69,11 +80,47 @@ def gae(
         done: bool, the step ended the episode, terminated or truncated (trace reset).
         gamma: discount factor.
         lam: GAE trace-decay parameter (0 = one-step TD, 1 = Monte Carlo with bootstrap).
+        backend: ``"auto"`` (the compiled loop on CPU when numba is installed, else the torch
+            loop), ``"loop"`` or ``"numba"`` (CPU tensors only).
 
     Returns:
         ``(advantages, returns)``, float32 on the inputs' device; ``returns = advantages + values``.
     """
     _check_inputs(rewards, values, next_values, terminated, done)
+    if backend not in BACKENDS:
+        raise ValueError(f"gae: unknown backend {backend!r} (valid: {', '.join(BACKENDS)})")
+    on_cpu = rewards.device.type == "cpu"
+    if backend == "numba" and (not on_cpu or _numba_kernel() is None):
+        why = "numba is not installed" if on_cpu else f"the inputs are on {rewards.device}"
+        raise ValueError(f"gae: backend='numba' runs on CPU tensors with numba installed, but {why}")
+    if backend != "loop" and on_cpu and _numba_kernel() is not None:
+        return _gae_numba(rewards, values, next_values, terminated, done, gamma, lam)
+    return _loop(rewards, values, next_values, terminated, done, gamma, lam)
+
+
+def gae_loop(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    done: Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[Tensor, Tensor]:
+    """:func:`gae` as a loop over time in torch, on any device (one vector step per time step)."""
+    _check_inputs(rewards, values, next_values, terminated, done)
+    return _loop(rewards, values, next_values, terminated, done, gamma, lam)
+
+
+def _loop(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    done: Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[Tensor, Tensor]:
     rewards, values, next_values = (x.to(torch.float32) for x in (rewards, values, next_values))
     bootstrap = (~terminated).to(torch.float32)
     continues = (~done).to(torch.float32)
@@ -86,7 +133,17 @@ def gae(
     return advantages, advantages + values
 
 
-def gae_reference(
+@cache
+def _numba_kernel() -> Any:
+    """The compiled CPU loop (:mod:`agents.gae_numba`), or None without numba."""
+    try:
+        from agents.gae_numba import gae_kernel
+    except ImportError:
+        return None
+    return gae_kernel
+
+
+def _gae_numba(
     rewards: Tensor,
     values: Tensor,
     next_values: Tensor,
@@ -95,9 +152,37 @@ def gae_reference(
     gamma: float,
     lam: float,
 ) -> tuple[Tensor, Tensor]:
+    r, v, nv = (x.detach().to(torch.float32).contiguous() for x in (rewards, values, next_values))
+    term, dn = terminated.contiguous(), done.contiguous()
+    advantages, returns = torch.empty_like(r), torch.empty_like(r)
+    _numba_kernel()(
+        r.numpy(),
+        v.numpy(),
+        nv.numpy(),
+        term.numpy(),
+        dn.numpy(),
+        float(gamma),
+        float(lam),
+        advantages.numpy(),
+        returns.numpy(),
+    )
+    return advantages, returns
+
+
+def gae_reference(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    done: Tensor,
+    gamma: float,
+    lam: float,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
     """GAE as a plain double loop over envs and steps, in Python floats: the test oracle.
 
-    Shapes: rewards, values, next_values, terminated, done: (T, B) -> advantages, returns: (T, B).
+    Shapes: rewards, values, next_values, terminated, done: (T, B) -> advantages, returns: (T, B),
+    of ``dtype`` (float64 keeps the oracle's precision).
     """
     _check_inputs(rewards, values, next_values, terminated, done)
     num_steps, num_envs = rewards.shape
@@ -112,5 +197,5 @@ def gae_reference(
             trace = 0.0 if dn[t][b] else following
             advantages[t][b] = delta + gamma * lam * trace
             following = advantages[t][b]
-    adv = torch.tensor(advantages, dtype=torch.float32, device=rewards.device).reshape(num_steps, num_envs)
-    return adv, adv + values.to(torch.float32)
+    adv = torch.tensor(advantages, dtype=dtype, device=rewards.device).reshape(num_steps, num_envs)
+    return adv, adv + values.to(dtype)

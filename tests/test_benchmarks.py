@@ -121,3 +121,8 @@ def test_torchrun_speed_prints_the_ratio(tmp_path):
         "env.evaluation.num_envs=10",
     )
     assert "ratio 2 processes / 1" in out and "2 process(es)" in out
+
+
+def test_gae_speed_prints_the_ratios():
+    out = run_module("benchmarks.gae_speed", "--sizes", "16x4", "--repeats", "1")
+    assert "loop / this" in out and "agents.gae.gae" in out and "floor" in out

@@ -129,3 +129,63 @@ def test_rewards_must_be_time_major_2d() -> None:
     flat = torch.zeros(3)
     with pytest.raises(ValueError, match=r"must be \(T, B\)"):
         gae(flat, flat, flat, flat.bool(), flat.bool(), gamma=0.9, lam=0.8)
+
+
+def _available_backends() -> list[str]:
+    from agents.gae import _numba_kernel
+
+    return ["loop"] + (["numba"] if _numba_kernel() is not None else [])
+
+
+def _flags(
+    kind: str, shape: tuple[int, int], generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if kind == "all":
+        return torch.ones(shape, dtype=torch.bool), torch.ones(shape, dtype=torch.bool)
+    if kind == "none":
+        return torch.zeros(shape, dtype=torch.bool), torch.zeros(shape, dtype=torch.bool)
+    terminated = torch.rand(shape, generator=generator) < 0.05
+    return terminated, terminated | (torch.rand(shape, generator=generator) < 0.05)
+
+
+@pytest.mark.parametrize("backend", _available_backends())
+@pytest.mark.parametrize(
+    ("num_steps", "num_envs", "kind", "gamma", "lam"),
+    [
+        (1, 1, "random", 0.99, 0.95),
+        (64, 8, "all", 0.99, 0.95),
+        (64, 8, "none", 0.99, 0.95),
+        (257, 33, "random", 0.99, 0.95),
+        (3000, 3, "none", 1.0, 1.0),  # no discount over a long horizon: the trace never shrinks
+        (500, 4, "random", 1.0, 1.0),
+    ],
+)
+def test_every_backend_matches_the_float64_reference(
+    backend: str, num_steps: int, num_envs: int, kind: str, gamma: float, lam: float
+) -> None:
+    generator = torch.Generator().manual_seed(num_steps * 31 + num_envs)
+    shape = (num_steps, num_envs)
+    terminated, done = _flags(kind, shape, generator)
+    inputs = {
+        "rewards": torch.randn(shape, generator=generator),
+        "values": torch.randn(shape, generator=generator),
+        "next_values": torch.randn(shape, generator=generator),
+        "terminated": terminated,
+        "done": done,
+    }
+    advantages, returns = gae(**inputs, gamma=gamma, lam=lam, backend=backend)
+    expected, expected_returns = gae_reference(**inputs, gamma=gamma, lam=lam, dtype=torch.float64)
+    for got, want in ((advantages, expected), (returns, expected_returns)):
+        error = (got.double() - want).abs().max() / want.abs().max().clamp(min=1e-12)
+        assert float(error) <= 1e-5, f"{backend}: relative max-norm error {float(error):.2e}"
+
+
+def test_unknown_or_unavailable_backend_is_refused() -> None:
+    case = _hand_case()
+    with pytest.raises(ValueError, match=r"unknown backend 'fast' \(valid: auto, loop, numba\)"):
+        gae(**case, gamma=0.9, lam=0.9, backend="fast")
+    if "numba" in _available_backends() and not torch.cuda.is_available():
+        return
+    with pytest.raises(ValueError, match="backend='numba' runs on CPU tensors with numba installed"):
+        moved = {k: v.cuda() for k, v in case.items()} if torch.cuda.is_available() else case
+        gae(**moved, gamma=0.9, lam=0.9, backend="numba")

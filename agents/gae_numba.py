@@ -1,0 +1,30 @@
+"""The compiled CPU loop of :func:`agents.gae.gae` (imported only where numba is installed).
+
+One pass over the inputs in memory order: time backwards, envs innermost and branch-free so
+that the compiler vectorises it. Compiled on first use and cached on disk next to this file.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def gae_kernel(rewards, values, next_values, terminated, done, gamma, lam, advantages, returns):  # noqa: ANN001
+    """Writes ``advantages`` and ``returns`` (T, B) float32 from (T, B) float32 and bool arrays."""
+    num_steps, num_envs = rewards.shape
+    running = np.zeros(num_envs, dtype=np.float32)
+    discount = np.float32(gamma)
+    trace = np.float32(gamma * lam)
+    for t in range(num_steps - 1, -1, -1):
+        reward, value, next_value = rewards[t], values[t], next_values[t]
+        ends, cuts = terminated[t], done[t]
+        advantage_row, return_row = advantages[t], returns[t]
+        for b in range(num_envs):
+            bootstrap = discount * next_value[b] * np.float32(1 - ends[b])
+            carried = trace * running[b] * np.float32(1 - cuts[b])
+            advantage = reward[b] + bootstrap - value[b] + carried
+            running[b] = advantage
+            advantage_row[b] = advantage
+            return_row[b] = advantage + value[b]
