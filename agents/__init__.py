@@ -28,7 +28,14 @@ def _run_name(task_overrides: Any, exclude: Any = ()) -> str:
     return run_name(task_overrides, exclude)
 
 
+def _study_seed(seed: int, storage: str | None = None, study_name: str | None = None) -> int:
+    from agents.run.jobs import study_seed
+
+    return study_seed(seed, storage, study_name)
+
+
 OmegaConf.register_new_resolver("num_updates", _num_updates, replace=True)
+OmegaConf.register_new_resolver("study_seed", _study_seed, replace=True)
 OmegaConf.register_new_resolver("run_name", _run_name, replace=True)
 register_configs()
 

@@ -181,3 +181,23 @@ def run_name(task_overrides: Any, exclude: Any = ()) -> str:
         if key not in fixed and key not in excluded:
             kept.append(str(override).lstrip("+~").replace("/", "-"))
     return ",".join(kept) or "run"
+
+
+def study_seed(seed: int, storage: str | None, study_name: str | None) -> int:
+    """The Optuna sampler's seed for this command: ``seed`` plus the trials the stored study holds.
+
+    A seeded sampler restarted on a stored study would otherwise draw the same first points
+    again; offset by the trials already there, a continued study explores new ones, and the
+    same sequence of commands still gives the same trials.
+    """
+    if not storage or not study_name:
+        return int(seed)
+    try:
+        import optuna
+    except ImportError:
+        return int(seed)
+    try:
+        summaries = optuna.study.get_all_study_summaries(storage=storage)
+    except Exception:  # a new database, or one the sweeper will report on itself
+        return int(seed)
+    return int(seed) + sum(s.n_trials for s in summaries if s.study_name == study_name)
