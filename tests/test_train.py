@@ -124,7 +124,13 @@ def test_multirun_gives_each_run_its_own_directory_and_events(tmp_path):
         cwd=tmp_path,
     )
     runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
-    assert len(runs) == 4
+    # named by what the sweep varies, not by the fixed overrides of the command line
+    assert [p.name for p in runs] == [
+        "0_agent=ppo,seed=0",
+        "1_agent=ppo,seed=1",
+        "2_agent=qlearning_tabular,seed=0",
+        "3_agent=qlearning_tabular,seed=1",
+    ]
     for run in runs:
         assert list(run.glob("events.out.tfevents.*")), run
         assert (run / "metrics.json").is_file() and (run / ".hydra" / "config.yaml").is_file()
