@@ -9,9 +9,10 @@ next state is zero. ``done`` (terminated or truncated) cuts the trace: the next 
 to another episode. A truncated step therefore still bootstraps from ``next_values``, which
 must hold the value of the episode's final observation, not of the reset observation.
 
-:func:`gae` picks the fastest correct path: on CPU a compiled loop (numba, when installed:
-one branch-free pass over the inputs in memory order), elsewhere or without numba
-the loop over time in torch (:func:`gae_loop`, one vector step per time step).
+:func:`gae` picks the fastest correct path: on CUDA one Triton kernel (a single pass, the
+trace in registers), on CPU a compiled loop (numba: one branch-free pass over the inputs in
+memory order), and without them the loop over time in torch (:func:`gae_loop`, one vector
+step per time step).
 :func:`gae_reference` (Python floats) is the oracle every path is tested against.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-BACKENDS = ("auto", "loop", "numba")
+BACKENDS = ("auto", "loop", "numba", "triton")
 
 
 def _check_inputs(
@@ -80,8 +81,9 @@ def gae(
         done: bool, the step ended the episode, terminated or truncated (trace reset).
         gamma: discount factor.
         lam: GAE trace-decay parameter (0 = one-step TD, 1 = Monte Carlo with bootstrap).
-        backend: ``"auto"`` (the compiled loop on CPU when numba is installed, else the torch
-            loop), ``"loop"`` or ``"numba"`` (CPU tensors only).
+        backend: ``"auto"`` (on CUDA the Triton kernel when Triton is installed, on CPU the
+            compiled loop when numba is, else the torch loop), ``"loop"``, ``"numba"`` (CPU
+            tensors) or ``"triton"`` (CUDA tensors; CPU ones under ``TRITON_INTERPRET=1``).
 
     Returns:
         ``(advantages, returns)``, float32 on the inputs' device; ``returns = advantages + values``.
@@ -93,6 +95,16 @@ def gae(
     if backend == "numba" and (not on_cpu or _numba_kernel() is None):
         why = "numba is not installed" if on_cpu else f"the inputs are on {rewards.device}"
         raise ValueError(f"gae: backend='numba' runs on CPU tensors with numba installed, but {why}")
+    if backend == "triton":
+        triton_gae = _triton_gae()
+        if triton_gae is None or not (rewards.device.type == "cuda" or _triton_interpreted()):
+            why = "Triton is not installed" if triton_gae is None else f"the inputs are on {rewards.device}"
+            raise ValueError(
+                f"gae: backend='triton' runs on CUDA tensors (CPU ones under TRITON_INTERPRET=1), but {why}"
+            )
+        return triton_gae(rewards, values, next_values, terminated, done, gamma, lam)
+    if backend == "auto" and rewards.device.type == "cuda" and _triton_gae() is not None:
+        return _triton_gae()(rewards, values, next_values, terminated, done, gamma, lam)
     if backend != "loop" and on_cpu and _numba_kernel() is not None:
         return _gae_numba(rewards, values, next_values, terminated, done, gamma, lam)
     return _loop(rewards, values, next_values, terminated, done, gamma, lam)
@@ -141,6 +153,22 @@ def _numba_kernel() -> Any:
     except ImportError:
         return None
     return gae_kernel
+
+
+@cache
+def _triton_gae() -> Any:
+    """The Triton kernel's launcher (:mod:`agents.gae_triton`), or None without Triton."""
+    try:
+        from agents.gae_triton import gae_triton
+    except ImportError:
+        return None
+    return gae_triton
+
+
+def _triton_interpreted() -> bool:
+    from agents.gae_triton import interpreted
+
+    return interpreted()
 
 
 def _gae_numba(

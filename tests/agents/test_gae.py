@@ -189,3 +189,40 @@ def test_unknown_or_unavailable_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="backend='numba' runs on CPU tensors with numba installed"):
         moved = {k: v.cuda() for k, v in case.items()} if torch.cuda.is_available() else case
         gae(**moved, gamma=0.9, lam=0.9, backend="numba")
+
+
+TRITON_CHECK = """
+import torch
+from agents.gae import gae, gae_reference
+cases = [(1, 1, 0.99, 0.95), (64, 300, 0.99, 0.95), (700, 5, 1.0, 1.0)]
+for num_steps, num_envs, gamma, lam in cases:
+    g = torch.Generator().manual_seed(num_steps)
+    shape = (num_steps, num_envs)
+    terminated = torch.rand(shape, generator=g) < 0.05
+    inputs = dict(
+        rewards=torch.randn(shape, generator=g), values=torch.randn(shape, generator=g),
+        next_values=torch.randn(shape, generator=g), terminated=terminated,
+        done=terminated | (torch.rand(shape, generator=g) < 0.05),
+    )
+    got = gae(**inputs, gamma=gamma, lam=lam, backend="triton")
+    want = gae_reference(**inputs, gamma=gamma, lam=lam, dtype=torch.float64)
+    for a, b in zip(got, want):
+        error = float((a.double() - b).abs().max() / b.abs().max())
+        assert error <= 1e-5, (num_steps, num_envs, error)
+print("ok")
+"""
+
+
+def test_triton_kernel_matches_the_reference_under_the_interpreter() -> None:
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("Triton is not installed (it comes with CUDA builds of torch; pip install triton)")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
