@@ -182,7 +182,7 @@ def test_every_backend_matches_the_float64_reference(
 
 def test_unknown_or_unavailable_backend_is_refused() -> None:
     case = _hand_case()
-    with pytest.raises(ValueError, match=r"unknown backend 'fast' \(valid: auto, loop, numba\)"):
+    with pytest.raises(ValueError, match=r"unknown backend 'fast' \(valid: auto, loop, numba, triton\)"):
         gae(**case, gamma=0.9, lam=0.9, backend="fast")
     if "numba" in _available_backends() and not torch.cuda.is_available():
         return
