@@ -181,7 +181,7 @@ def _gae_numba(
     lam: float,
 ) -> tuple[Tensor, Tensor]:
     r, v, nv = (x.detach().to(torch.float32).contiguous() for x in (rewards, values, next_values))
-    term, dn = terminated.contiguous(), done.contiguous()
+    term, dn = (x.contiguous().view(torch.uint8) for x in (terminated, done))
     advantages, returns = torch.empty_like(r), torch.empty_like(r)
     _numba_kernel()(
         r.numpy(),

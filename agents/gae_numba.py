@@ -12,7 +12,8 @@ import numpy as np
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def gae_kernel(rewards, values, next_values, terminated, done, gamma, lam, advantages, returns):  # noqa: ANN001
-    """Writes ``advantages`` and ``returns`` (T, B) float32 from (T, B) float32 and bool arrays."""
+    """Writes ``advantages`` and ``returns`` (T, B) float32 from (T, B) float32 arrays and the
+    episode flags as (T, B) uint8 arrays (0 or 1)."""
     num_steps, num_envs = rewards.shape
     running = np.zeros(num_envs, dtype=np.float32)
     discount = np.float32(gamma)
@@ -22,9 +23,11 @@ def gae_kernel(rewards, values, next_values, terminated, done, gamma, lam, advan
         ends, cuts = terminated[t], done[t]
         advantage_row, return_row = advantages[t], returns[t]
         for b in range(num_envs):
-            bootstrap = discount * next_value[b] * np.float32(1 - ends[b])
-            carried = trace * running[b] * np.float32(1 - cuts[b])
-            advantage = reward[b] + bootstrap - value[b] + carried
+            keeps = np.float32(1) - np.float32(ends[b])
+            continues = np.float32(1) - np.float32(cuts[b])
+            advantage = (
+                reward[b] + discount * next_value[b] * keeps - value[b] + trace * continues * running[b]
+            )
             running[b] = advantage
             advantage_row[b] = advantage
             return_row[b] = advantage + value[b]
