@@ -1,7 +1,10 @@
 """The compiled CPU loop of :func:`agents.gae.gae` (imported only where numba is installed).
 
-One pass over the inputs in memory order: time backwards, envs innermost and branch-free so
-that the compiler vectorises it. Compiled on first use and cached on disk next to this file.
+One pass over the inputs in memory order: time backwards, envs innermost, branch-free, in the
+same float32 operations and order as the torch loop, so its results are bitwise the loop's
+(no fast-math: contracted or reordered arithmetic would make results depend on the arrays'
+alignment, and a resumed run would no longer be bitwise the uninterrupted one). Compiled on
+first use and cached on disk next to this file.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, nogil=True)
 def gae_kernel(rewards, values, next_values, terminated, done, gamma, lam, advantages, returns):  # noqa: ANN001
     """Writes ``advantages`` and ``returns`` (T, B) float32 from (T, B) float32 arrays and the
     episode flags as (T, B) uint8 arrays (0 or 1)."""
