@@ -126,3 +126,28 @@ def test_torchrun_speed_prints_the_ratio(tmp_path):
 def test_gae_speed_prints_the_ratios():
     out = run_module("benchmarks.gae_speed", "--sizes", "16x4", "--repeats", "1")
     assert "loop / this" in out and "agents.gae.gae" in out and "floor" in out
+
+
+def test_exact_win_as_x_matches_playing_the_games():
+    import torch
+
+    from benchmarks.tictactoe_learning import exact_win_as_x
+    from rlenv.tictactoe import TicTacToeVectorEnv
+
+    class FirstLegalCell:  # a deterministic policy with a known, imperfect play
+        device = torch.device("cpu")
+
+        def act(self, obs, action_mask, deterministic=False):
+            return action_mask.int().argmax(dim=1)
+
+    agent = FirstLegalCell()
+    opening, exact = exact_win_as_x(agent)
+    env = TicTacToeVectorEnv(4000, agent_plays="x", opponent="random")
+    obs, info = env.reset(seed=0)
+    wins = games = 0
+    while games < 20000:
+        obs, _, terminated, _, info = env.step(agent.act(obs, info["action_mask"]))
+        wins += int((info["outcome"][terminated] == 1).sum())
+        games += int(terminated.sum())
+    assert opening == 0
+    assert abs(wins / games - exact) < 0.015, (wins / games, exact)
