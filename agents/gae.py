@@ -102,11 +102,11 @@ def gae(
             raise ValueError(
                 f"gae: backend='triton' runs on CUDA tensors (CPU ones under TRITON_INTERPRET=1), but {why}"
             )
-        return triton_gae(rewards, values, next_values, terminated, done, gamma, lam)
+        return _run_kernel(triton_gae, rewards, values, next_values, terminated, done, gamma, lam)
     if backend == "auto" and rewards.device.type == "cuda" and _triton_gae() is not None:
-        return _triton_gae()(rewards, values, next_values, terminated, done, gamma, lam)
+        return _run_kernel(_triton_gae(), rewards, values, next_values, terminated, done, gamma, lam)
     if backend != "loop" and on_cpu and _numba_kernel() is not None:
-        return _gae_numba(rewards, values, next_values, terminated, done, gamma, lam)
+        return _run_kernel(_numba_on_tensors, rewards, values, next_values, terminated, done, gamma, lam)
     return _loop(rewards, values, next_values, terminated, done, gamma, lam)
 
 
@@ -171,7 +171,8 @@ def _triton_interpreted() -> bool:
     return interpreted()
 
 
-def _gae_numba(
+def _run_kernel(
+    kernel: Any,
     rewards: Tensor,
     values: Tensor,
     next_values: Tensor,
@@ -180,21 +181,19 @@ def _gae_numba(
     gamma: float,
     lam: float,
 ) -> tuple[Tensor, Tensor]:
+    """Call a compiled path ``kernel(rewards, values, next_values, terminated, done, gamma, lam,
+    advantages, returns)`` on contiguous float32 inputs, uint8 flags and fresh float32 outputs."""
     r, v, nv = (x.detach().to(torch.float32).contiguous() for x in (rewards, values, next_values))
-    term, dn = (x.contiguous().view(torch.uint8) for x in (terminated, done))
+    ends, cuts = (x.contiguous().view(torch.uint8) for x in (terminated, done))
     advantages, returns = torch.empty_like(r), torch.empty_like(r)
-    _numba_kernel()(
-        r.numpy(),
-        v.numpy(),
-        nv.numpy(),
-        term.numpy(),
-        dn.numpy(),
-        float(gamma),
-        float(lam),
-        advantages.numpy(),
-        returns.numpy(),
-    )
+    if r.numel():
+        kernel(r, v, nv, ends, cuts, float(gamma), float(lam), advantages, returns)
     return advantages, returns
+
+
+def _numba_on_tensors(*tensors_and_numbers: Any) -> None:
+    """The numba kernel called on the numpy views of CPU tensors."""
+    _numba_kernel()(*(x.numpy() if isinstance(x, Tensor) else x for x in tensors_and_numbers))
 
 
 def gae_reference(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-import torch
 import triton
 import triton.language as tl
 from torch import Tensor
@@ -61,21 +60,19 @@ def gae_triton(
     done: Tensor,
     gamma: float,
     lam: float,
-) -> tuple[Tensor, Tensor]:
-    """Advantages and returns (T, B) float32 on the inputs' device."""
-    r, v, nv = (x.detach().to(torch.float32).contiguous() for x in (rewards, values, next_values))
-    ends, cuts = (x.contiguous().view(torch.uint8) for x in (terminated, done))
-    num_steps, num_envs = r.shape
-    advantages, returns = torch.empty_like(r), torch.empty_like(r)
-    if r.numel() == 0:
-        return advantages, returns
+    advantages: Tensor,
+    returns: Tensor,
+) -> None:
+    """Writes ``advantages`` and ``returns`` (T, B) float32 from contiguous (T, B) float32 inputs
+    and uint8 episode flags, all on one device (:func:`agents.gae.gae` prepares them)."""
+    num_steps, num_envs = rewards.shape
     grid = (triton.cdiv(num_envs, BLOCK),)
     _gae_kernel[grid](
-        r,
-        v,
-        nv,
-        ends,
-        cuts,
+        rewards,
+        values,
+        next_values,
+        terminated,
+        done,
         advantages,
         returns,
         num_steps,
@@ -84,4 +81,3 @@ def gae_triton(
         float(gamma * lam),
         BLOCK_ENVS=BLOCK,
     )
-    return advantages, returns

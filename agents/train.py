@@ -176,11 +176,12 @@ class Checkpointer:
         if is_best:
             trainer["best_score"] = score
         trainer["score_sum"], trainer["score_count"] = 0.0, 0
-        ranks = self.rank_states()
+        agent_state = self.agent.state_dict()
+        ranks = self.rank_states(agent_state)
         if distributed.rank() != 0:
             return self.directory / name
         state = {
-            "agent": self.agent.state_dict(),
+            "agent": agent_state,
             "collector": self.collector.state_dict(),
             "rng": rng_state(),
             "trainer": dict(trainer),
@@ -197,13 +198,12 @@ class Checkpointer:
         prune_checkpoints(self.directory, self.cfg.train.get("keep_checkpoints"))
         return directory
 
-    def rank_states(self) -> list[dict[str, Any]] | None:
-        """Every rank's own state (env, RNG, the agent's per-rank parts) on rank 0; checks that the
-        ranks' networks agree. ``None`` on the other ranks and in one process."""
+    def rank_states(self, agent_state: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """Every rank's own state (env, RNG, the per-rank parts of ``agent_state``) on rank 0;
+        checks that the ranks' networks agree. ``None`` on the other ranks and in one process."""
         if not distributed.is_distributed():
             return None
         distributed.check_in_sync(distributed.modules_of(self.agent), "checkpoint")
-        agent_state = self.agent.state_dict()
         keys = [key for key in getattr(self.agent, "rank_state_keys", ()) if key in agent_state]
         own = {key: agent_state[key] for key in keys}
         return distributed.gather_objects(

@@ -102,11 +102,6 @@ def sum_floats(*values: float) -> list[float]:
     return all_sum(torch.tensor(values, dtype=torch.float64)).tolist()
 
 
-def any_rank(flag: bool) -> bool:
-    """True on every rank when ``flag`` is True on at least one."""
-    return bool(sum_floats(float(flag))[0] > 0)
-
-
 def minibatch_rows(count: int, num_minibatches: int, device: torch.device) -> list[Tensor]:
     """This rank's rows of each minibatch of one epoch.
 
@@ -177,14 +172,6 @@ def reduce_gradients(parameters: Iterable[nn.Parameter], weight: float) -> None:
         size = p.numel()
         p.grad.copy_(flat[start : start + size].view_as(p.grad))
         start += size
-
-
-def broadcast_parameters(module: nn.Module) -> None:
-    """Copy rank 0's parameters and buffers to every rank."""
-    if not is_distributed():
-        return
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        dist.broadcast(tensor.data, src=0)
 
 
 def parameter_checksum(module: nn.Module) -> float:

@@ -148,7 +148,7 @@ def remember_command_line(argv: list[str]) -> None:
     os.environ[COMMAND_LINE] = json.dumps(list(argv))
 
 
-def _fixed_keys(argv: list[str]) -> set[str] | None:
+def _fixed_keys() -> set[str] | None:
     """Keys the command line sets to one value (not swept); None when it is not known."""
     import json
 
@@ -173,7 +173,7 @@ def run_name(task_overrides: Any, exclude: Any = ()) -> str:
     the whole command line; a sweeper's own search parameters (Optuna's) are kept. Without the
     command line (a job started some other way) every override is kept.
     """
-    fixed = _fixed_keys(list(task_overrides)) or set()
+    fixed = _fixed_keys() or set()
     excluded = {str(key) for key in exclude or ()}
     kept = []
     for override in task_overrides:

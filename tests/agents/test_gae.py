@@ -57,6 +57,14 @@ def test_truncation_bootstraps_and_termination_does_not() -> None:
     torch.testing.assert_close(returns, advantages)
 
 
+def _random_inputs(
+    shape: tuple[int, int], generator: torch.Generator, terminated: torch.Tensor, done: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """GAE inputs: standard-normal rewards, values and next values with the given flags."""
+    floats = {name: torch.randn(shape, generator=generator) for name in ("rewards", "values", "next_values")}
+    return {**floats, "terminated": terminated, "done": done}
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     num_steps=st.integers(1, 12),
@@ -72,13 +80,7 @@ def test_matches_reference_on_random_flags(
     shape = (num_steps, num_envs)
     terminated = torch.rand(shape, generator=generator) < 0.2
     truncated = torch.rand(shape, generator=generator) < 0.2
-    inputs = {
-        "rewards": torch.randn(shape, generator=generator),
-        "values": torch.randn(shape, generator=generator),
-        "next_values": torch.randn(shape, generator=generator),
-        "terminated": terminated,
-        "done": terminated | truncated,
-    }
+    inputs = _random_inputs(shape, generator, terminated, terminated | truncated)
     advantages, returns = gae(**inputs, gamma=gamma, lam=lam)
     expected_advantages, expected_returns = gae_reference(**inputs, gamma=gamma, lam=lam)
     torch.testing.assert_close(advantages, expected_advantages, rtol=1e-5, atol=1e-5)
@@ -166,13 +168,7 @@ def test_every_backend_matches_the_float64_reference(
     generator = torch.Generator().manual_seed(num_steps * 31 + num_envs)
     shape = (num_steps, num_envs)
     terminated, done = _flags(kind, shape, generator)
-    inputs = {
-        "rewards": torch.randn(shape, generator=generator),
-        "values": torch.randn(shape, generator=generator),
-        "next_values": torch.randn(shape, generator=generator),
-        "terminated": terminated,
-        "done": done,
-    }
+    inputs = _random_inputs(shape, generator, terminated, done)
     advantages, returns = gae(**inputs, gamma=gamma, lam=lam, backend=backend)
     expected, expected_returns = gae_reference(**inputs, gamma=gamma, lam=lam, dtype=torch.float64)
     for got, want in ((advantages, expected), (returns, expected_returns)):
@@ -236,14 +232,8 @@ def test_every_cpu_backend_is_bitwise_the_torch_loop(backend: str) -> None:
     for num_steps, num_envs in ((1, 1), (37, 129), (256, 64)):
         generator = torch.Generator().manual_seed(num_steps)
         shape = (num_steps, num_envs)
-        terminated = torch.rand(shape, generator=generator) < 0.05
-        inputs = {
-            "rewards": torch.randn(shape, generator=generator),
-            "values": torch.randn(shape, generator=generator),
-            "next_values": torch.randn(shape, generator=generator),
-            "terminated": terminated,
-            "done": terminated | (torch.rand(shape, generator=generator) < 0.05),
-        }
+        terminated, done = _flags("random", shape, generator)
+        inputs = _random_inputs(shape, generator, terminated, done)
         for offset in (0, 1):  # a view one element in: another alignment of the same values
             shifted = {
                 k: torch.cat([v.flatten()[:offset], v.flatten()])[offset:].view(shape)
