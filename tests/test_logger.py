@@ -66,11 +66,14 @@ def test_hyperparameters_leave_out_instantiation_keys_and_keep_booleans():
 
 
 def test_wandb_logger_writes_an_offline_run_without_network(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
     for variable in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_MODE"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))  # the logger's own dir wins
     train.run(tiny_config("ppo", "logger=wandb", "logger.name=tiny"), tmp_path / "run")
+    # finish() returns once the run is complete; its background service closes the file a
+    # moment later (at the latest when the process exits): wait for that, as an exit would
+    wandb.teardown()
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     records = b"".join(path.read_bytes() for path in runs[0].glob("*.wandb"))
