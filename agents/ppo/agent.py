@@ -16,6 +16,7 @@ structured observations; the agent only moves it to the device and slices its ba
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -36,6 +37,7 @@ from agents.ppo.kl import (
     KLController,
     kl_estimate,
     kl_penalized_rewards,
+    policy_kl_to_reference,
     whiten_rewards,
 )
 from agents.ppo.loss import PPOLossTerms, explained_variance, logit_spread, ppo_loss, ppo_update
@@ -159,6 +161,11 @@ class PPOAgent:
             Groups are ``group_size`` consecutive rows of a rollout of whole episodes (an env
             that gives each group one prompt, e.g. the text env's ``group_size``).
         group_size: episodes per group (>= 2 for ``grpo``/``rloo``; divides the number of envs).
+        kl_ceiling: bound the KL inside each update (:mod:`agents.ppo.kl`, "The ceiling"): a
+            minibatch on which the policy's estimated KL to the reference exceeds
+            ``kl_ceiling * kl.target`` nats per completion takes a step that descends that KL
+            alone (``diag/kl_ceiling_steps`` counts them). Needs a controller with a target;
+            ``None``: no ceiling.
 
     Batches: whole episodes when the rollout holds them and the network has
     ``evaluate_episodes`` (one call per minibatch of episodes), else single steps
@@ -196,6 +203,7 @@ class PPOAgent:
         kl_placement: str = "reward",
         advantage: str = "gae",
         group_size: int = 1,
+        kl_ceiling: float | None = None,
     ) -> None:
         _check_settings(rollout_steps, num_epochs, num_minibatches, gamma, gae_lambda, clip_coef)
         for name, value, valid in (
@@ -218,6 +226,18 @@ class PPOAgent:
             raise ValueError(f"max_grad_norm must be positive or null (no clipping), got {max_grad_norm}")
         if target_kl is not None and not target_kl > 0:
             raise ValueError(f"target_kl must be positive or null (no early stop), got {target_kl}")
+        if kl_ceiling is not None:
+            if not kl_ceiling > 0:
+                raise ValueError(
+                    f"kl_ceiling must be a positive factor of kl.target or null, got {kl_ceiling!r}"
+                )
+            if getattr(kl, "target", None) is None:
+                raise ValueError(
+                    f"kl_ceiling={kl_ceiling} is a factor of the KL controller's target, but "
+                    f"kl={type(kl).__name__ if kl is not None else None} has none; use "
+                    "agents.ppo.kl.PIKLController or AdaptiveKLController, or kl_ceiling=null"
+                )
+        self.kl_ceiling = None if kl_ceiling is None else float(kl_ceiling)
         self.device = torch.device(device)
         self.rollout_steps = int(rollout_steps)
         self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
@@ -237,6 +257,7 @@ class PPOAgent:
         self.bootstrap_truncated = bool(bootstrap_truncated)
         self.kl_estimator, self.kl_placement = kl_estimator, kl_placement
         self.advantage, self.group_size = advantage, int(group_size)
+        self._ceiling_steps = 0
         self.updates = 0
         self.env_steps = 0
 
@@ -288,12 +309,18 @@ class PPOAgent:
             advantages, returns = self._advantages(rollout, rewards)
         else:
             advantages, returns = self._group_advantages(rollout, rewards)
-        kept = reference if self.kl_placement == "loss" and self.kl is not None else None
-        batch = layout.from_rollout(rollout, advantages, returns, kept)
+        in_loss = self.kl is not None and (self.kl_placement == "loss" or self.kl_ceiling is not None)
+        batch = layout.from_rollout(rollout, advantages, returns, reference if in_loss else None)
         learning_rate = float(self.optimizer.param_groups[0]["lr"])
+        token_ceiling = None
+        if self.kl_ceiling is not None and self.kl is not None and self.kl.coef > 0:
+            episodes, tokens = self._episodes_and_steps(rollout)
+            # nats per completion -> nats per token, the unit of the minibatch estimate
+            token_ceiling = self.kl_ceiling * float(self.kl.target) * episodes / max(tokens, 1)  # type: ignore[attr-defined]
+        self._ceiling_steps = 0
         metrics |= ppo_update(
             batch,
-            self._minibatch_loss,
+            functools.partial(self._minibatch_loss, token_ceiling=token_ceiling),
             self._gradient_step,
             self.num_epochs,
             self.num_minibatches,
@@ -307,7 +334,18 @@ class PPOAgent:
         valid = rollout.valid_mask
         metrics["diag/explained_variance"] = explained_variance(rollout.values[valid], returns[valid])
         metrics["diag/learning_rate"] = learning_rate
+        if token_ceiling is not None:
+            metrics["diag/kl_ceiling_steps"] = float(self._ceiling_steps)
         return metrics
+
+    def _episodes_and_steps(self, rollout: Rollout) -> tuple[int, int]:
+        """Episodes ended in ``rollout`` and its valid steps, summed over the processes."""
+        episodes = int(rollout.done.sum()) if not rollout.whole_episodes else rollout.num_envs
+        steps = rollout.num_valid
+        if distributed.is_distributed():
+            episodes_sum, steps_sum = distributed.sum_floats(episodes, steps)
+            episodes, steps = int(episodes_sum), int(steps_sum)
+        return episodes, steps
 
     @torch.no_grad()
     def _penalized_rewards(
@@ -329,11 +367,8 @@ class PPOAgent:
                 rollout.rewards, rollout.log_probs, reference, valid, in_reward, self.kl_estimator
             )
             rewards = penalized.rewards
-            episodes = int(rollout.done.sum()) if not rollout.whole_episodes else rollout.num_envs
-            kl_sum = float(penalized.kl.sum())
-            if distributed.is_distributed():  # one controller input on every process
-                kl_sum, episodes_sum = distributed.sum_floats(kl_sum, episodes)
-                episodes = int(episodes_sum)
+            episodes = self._episodes_and_steps(rollout)[0]  # one controller input on every process
+            kl_sum = float(distributed.sum_floats(float(penalized.kl.sum()))[0])
             kl_per_episode = kl_sum / max(episodes, 1)
             metrics = {
                 "charts/kl": kl_per_episode,
@@ -405,7 +440,9 @@ class PPOAgent:
         valid = rollout.valid_mask
         return torch.where(valid, advantages, 0.0), torch.where(valid, returns, 0.0)
 
-    def _minibatch_loss(self, minibatch: StepBatch | EpisodeBatch) -> tuple[Tensor, PPOLossTerms]:
+    def _minibatch_loss(
+        self, minibatch: StepBatch | EpisodeBatch, token_ceiling: float | None = None
+    ) -> tuple[Tensor, PPOLossTerms]:
         samples = minibatch.evaluate(self.network)
         advantages = samples.advantages
         terms = ppo_loss(
@@ -420,6 +457,13 @@ class PPOAgent:
             self.clip_value,
         )
         value_coef = self.value_coef if self.advantage == "gae" else 0.0  # no critic to train otherwise
+        if token_ceiling is not None and samples.reference_log_probs is not None:
+            estimate = policy_kl_to_reference(
+                samples.new_log_probs, samples.old_log_probs, samples.reference_log_probs
+            )
+            if float(estimate.detach()) > token_ceiling:  # over the ceiling: a step toward the reference only
+                self._ceiling_steps += 1
+                return value_coef * terms.value + estimate, terms
         total = terms.policy + value_coef * terms.value + self.entropy_coef * terms.entropy
         if samples.reference_log_probs is not None and self.kl is not None:
             kl_term = kl_estimate(

@@ -29,6 +29,17 @@ penalty: its effect reaches the policy through the advantages, so the critic mus
 instead (as GRPO does): it acts directly on the gradient and leaves rewards and advantages
 to the task. The penalty in the reward uses the sampling policy's log-probs; in the loss,
 the log-probs of the policy being optimised, so the gradient of k3 pulls toward pi_ref.
+
+## The ceiling
+
+A controller acts on ``beta`` after each update, and the policy answers a change of ``beta``
+only over the next updates: in a short run (tens of updates) the KL overshoots before
+``beta`` has risen. ``PPOAgent(kl_ceiling=c)`` bounds the KL inside the update: before each
+minibatch step it estimates the KL of the policy being optimised
+(:func:`policy_kl_to_reference`, scaled to nats per completion by the batch's tokens per
+completion); above ``c * target`` that step descends this KL estimate alone instead of the
+PPO objective (a switching step, as in switching subgradient methods for constrained
+problems). The controller then settles ``beta`` below the ceiling without the overshoot.
 """
 
 from __future__ import annotations
@@ -218,6 +229,21 @@ def kl_estimate(log_probs: Tensor, reference_log_probs: Tensor, estimator: str =
     if estimator == "k3":
         return torch.expm1(-k1) + k1
     raise ValueError(f"unknown KL estimator {estimator!r}; valid: {list(KL_ESTIMATORS)}")
+
+
+def policy_kl_to_reference(
+    new_log_probs: Tensor, old_log_probs: Tensor, reference_log_probs: Tensor
+) -> Tensor:
+    """Per-token estimate of KL(pi_new || pi_ref) from tokens sampled by pi_old (differentiable).
+
+    ``mean(rho * (log pi_new - log pi_ref))`` with ``rho = pi_new / pi_old``: importance-weighted
+    k1 over the states the samples visited (their change under pi_new is ignored, a first-order
+    approximation for a policy that moved little since sampling). Its gradient is that of the
+    KL itself: descending it pulls pi_new toward pi_ref on those states. Shapes: (N,) -> ().
+    """
+    new = new_log_probs.float()
+    ratio = torch.exp(new - old_log_probs.float())
+    return (ratio * (new - reference_log_probs.float())).mean()
 
 
 def token_kl(log_probs: Tensor, reference_log_probs: Tensor, valid: Tensor) -> Tensor:

@@ -185,6 +185,7 @@ class PPOConfig:
     kl_placement: str = checked("reward", one_of("reward", "loss"))
     advantage: str = checked("gae", one_of("gae", "grpo", "rloo"))
     group_size: int = checked(1, at_least(1))
+    kl_ceiling: float | None = checked(None, optional(positive, "no ceiling"))
 
 
 @dataclass

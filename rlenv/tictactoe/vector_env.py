@@ -18,18 +18,11 @@ from rlenv.tictactoe.env import (
     check_choice,
     check_random_opening_plies,
     check_reset_options,
-    opening_boards,
     seed_generator,
 )
-from rlenv.tictactoe.opponents import OpponentMixture, OpponentSpec, Policy
-from rlenv.tictactoe.rules import (
-    NUM_CELLS,
-    Reply,
-    legal_moves,
-    perspective,
-    play_turn,
-    render_board,
-)
+from rlenv.tictactoe.opponents import OpponentMixture, OpponentSpec, PerfectOpponent, Policy, RandomOpponent
+from rlenv.tictactoe.rules import NUM_BOARDS, NUM_CELLS, render_board
+from rlenv.tictactoe.tables import FULL_CODE, tables
 
 
 def _as_action_tensor(actions: Any, num_envs: int, device: torch.device) -> Tensor:
@@ -94,11 +87,28 @@ class TicTacToeVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._generator: torch.Generator | None = None
-        self._boards = torch.zeros(num_envs, NUM_CELLS, dtype=torch.int8, device=self.device)
-        self._episodes = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
-        self._agent_marks = torch.ones(num_envs, dtype=torch.int8, device=self.device)
+        self._tables = tables(self.device)
+        self._bits, self._first_choice, self._asked = self._opponent_tables()
+        self._any_first = bool(self._first_choice.any())
+        self._codes = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+        self._set_marks(torch.ones(num_envs, dtype=torch.int8, device=self.device))
         self._opponent_ids = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self._needs_reset = True
+
+    def _opponent_tables(self) -> tuple[Tensor, Tensor, list[int]]:
+        """Each opponent's move masks by code, stacked (K * N,); whether it takes the first
+        cell of its mask (K,); the ids of the opponents that are asked instead of looked up."""
+        masks, first, asked = [], [], []
+        for opponent_id, opponent in enumerate(self.opponents.opponents):
+            if type(opponent) is PerfectOpponent:
+                masks.append(self._tables.perfect_bits)
+                first.append(opponent.tie_break == "first")
+                continue
+            masks.append(self._tables.legal_bits)  # RandomOpponent's, and a placeholder
+            first.append(False)
+            if type(opponent) is not RandomOpponent:
+                asked.append(opponent_id)
+        return torch.cat(masks), torch.tensor(first, device=self.device), asked
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -107,44 +117,43 @@ class TicTacToeVectorEnv(VectorEnv):
         check_reset_options(options)
         if seed is not None or self._generator is None:
             self._generator = seed_generator(self.np_random, self.device)
-        self._episodes.zero_()
-        self._agent_marks = self._marks_for(self._episodes)
+        self._set_marks(self._marks_for(torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)))
         self._opponent_ids = self.opponents.sample(self.num_envs, self._generator, self._agent_marks)
-        self._boards = opening_boards(
-            self._agent_marks, self.random_opening_plies, self._generator, self._reply
-        )
+        everyone = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        self._codes = self._openings(everyone)
         self._needs_reset = False
-        return self._observations(), {"action_mask": legal_moves(self._boards)}
+        return self._observations(), {"action_mask": self._tables.legal[self._codes]}
 
     def step(self, actions: Any) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
         if self._needs_reset:
             raise RuntimeError("step() called before reset(); call reset() first")
+        tables = self._tables
         moves = self._checked_actions(actions)
-        result = play_turn(self._boards, self._agent_marks, moves, self._reply)
-        ended = result.terminated
-        final_obs = perspective(result.boards, self._agent_marks)
-        final_mask = legal_moves(result.boards) & ~ended.unsqueeze(1)
+        illegal = (tables.legal_bits[self._codes] >> moves) & 1 == 0
+        codes = self._codes + torch.where(illegal, 0, self._digits * tables.powers[moves])
+        codes = self._reply(codes, ~(illegal | tables.over[codes]))
+        ended = illegal | tables.over[codes]
+        outcome = torch.where(illegal, -1, tables.outcomes[self._view_offsets + codes])
+        final_obs = self._observations(codes)
+        final_mask = tables.legal[torch.where(ended, FULL_CODE, codes)]
 
-        self._episodes = self._episodes + ended.long()
-        self._agent_marks = torch.where(ended, self._marks_for(self._episodes), self._agent_marks)
+        if self.agent_plays == "both":  # the next episode in the other role
+            self._set_marks(torch.where(ended, -self._agent_marks, self._agent_marks))
         assert self._generator is not None
-        fresh_ids = self.opponents.sample(self.num_envs, self._generator, self._agent_marks)
-        self._opponent_ids = torch.where(ended, fresh_ids, self._opponent_ids)
-        fresh_boards = opening_boards(
-            self._agent_marks, self.random_opening_plies, self._generator, self._masked_reply(ended)
-        )
-        self._boards = torch.where(ended.unsqueeze(1), fresh_boards, result.boards)
+        if len(self.opponents.opponents) > 1:
+            fresh_ids = self.opponents.sample(self.num_envs, self._generator, self._agent_marks)
+            self._opponent_ids = torch.where(ended, fresh_ids, self._opponent_ids)
+        self._codes = torch.where(ended, self._openings(ended), codes)
 
         info = {
-            "action_mask": legal_moves(self._boards),
+            "action_mask": tables.legal[self._codes],
             "final_obs": final_obs,
             "final_action_mask": final_mask,
-            "outcome": result.outcome,
-            "illegal_move": result.illegal,
+            "outcome": outcome,
+            "illegal_move": illegal,
         }
-        rewards = result.outcome.to(torch.float32)
-        truncated = torch.zeros_like(ended)
-        return self._observations(), rewards, ended.clone(), truncated, info
+        rewards = outcome.to(torch.float32)
+        return self._observations(), rewards, ended, torch.zeros_like(ended), info
 
     def set_self_play_policy(self, policy: Policy | None) -> bool:
         """Give the self-play opponent a policy ``(obs, mask) -> actions``; False if there is none."""
@@ -153,12 +162,12 @@ class TicTacToeVectorEnv(VectorEnv):
     def render(self) -> tuple[str, ...] | None:
         if self.render_mode != "ansi":
             return None
-        return tuple(render_board(board) for board in self._boards.cpu())
+        return tuple(render_board(board) for board in self.boards.cpu())
 
     @property
     def boards(self) -> Tensor:
         """Absolute boards (+1 X, -1 O, 0 empty), a copy. Shapes: (B, 9) int8."""
-        return self._boards.clone()
+        return self._tables.views[self._codes]
 
     @property
     def agent_marks(self) -> Tensor:
@@ -169,12 +178,23 @@ class TicTacToeVectorEnv(VectorEnv):
         marks = agent_mark_for_episode(self.agent_plays, episodes)
         return torch.as_tensor(marks, dtype=torch.int8, device=self.device).expand(self.num_envs).clone()
 
+    def _set_marks(self, marks: Tensor) -> None:
+        """The agent's marks, with its base-3 digit (1 X, 2 O), the opponent's, and the row
+        offset of the agent's view in the tables."""
+        self._agent_marks = marks
+        as_o = (marks < 0).long()
+        self._digits = 1 + as_o
+        self._opponent_digits = 2 - as_o
+        self._view_offsets = as_o * NUM_BOARDS
+
     def _checked_actions(self, actions: Any) -> Tensor:
         moves = _as_action_tensor(actions, self.num_envs, self.device)
         in_range = (moves >= 0) & (moves < NUM_CELLS)
-        legal = legal_moves(self._boards).gather(1, moves.clamp(0, NUM_CELLS - 1).unsqueeze(1)).squeeze(1)
-        acceptable = in_range & legal if self.illegal_move == "raise" else in_range
-        if bool(acceptable.all()):
+        if self.illegal_move != "raise" and bool(in_range.all()):
+            return moves
+        bits = self._tables.legal_bits[self._codes]
+        legal = (bits >> moves.clamp(0, NUM_CELLS - 1)) & 1 == 1
+        if bool((in_range & legal).all()):
             return moves
         if not bool(in_range.all()):
             bad = torch.nonzero(~in_range).flatten().tolist()
@@ -182,21 +202,54 @@ class TicTacToeVectorEnv(VectorEnv):
                 f"actions out of range at env indices {bad}: {moves[bad].tolist()} (valid cells: 0..8)"
             )
         bad = torch.nonzero(~legal).flatten().tolist()
+        boards = self.boards
         details = "; ".join(
-            f"env {i}: move {int(moves[i])} (legal: {torch.nonzero(self._boards[i] == 0).flatten().tolist()})"
+            f"env {i}: move {int(moves[i])} (legal: {torch.nonzero(boards[i] == 0).flatten().tolist()})"
             for i in bad
         )
         raise ValueError(f"illegal moves, cells already taken at env indices {bad}: {details}")
 
-    def _reply(self, boards: Tensor, legal: Tensor, rows: Tensor) -> Tensor:
+    def _reply(self, codes: Tensor, rows: Tensor) -> Tensor:
+        """``codes`` with each board's opponent's move added on ``rows``.
+
+        The random and the perfect opponent are lookups (:mod:`rlenv.tictactoe.tables`); any
+        other opponent is asked with its boards (from its side) on the rows it plays."""
         assert self._generator is not None
-        return self.opponents.act(boards, legal, self._generator, self._opponent_ids, rows)
+        tables = self._tables
+        uniform = torch.rand(self.num_envs, generator=self._generator, device=self.device)
+        ids = self._opponent_ids
+        slot = ids * NUM_BOARDS + codes if self._bits.numel() > NUM_BOARDS else codes
+        first = self._first_choice[ids] if self._any_first else False
+        powers = tables.pick_power(self._bits[slot], uniform, first)
+        for opponent_id in self._asked:
+            selected = torch.nonzero(rows & (ids == opponent_id)).squeeze(1)
+            if selected.numel() > 0:
+                boards = tables.views[NUM_BOARDS - self._view_offsets[selected] + codes[selected]]
+                cells = self.opponents.opponents[opponent_id].act(
+                    boards, tables.legal[codes[selected]], self._generator
+                )
+                powers[selected] = tables.powers[cells]
+        return codes + torch.where(rows, self._opponent_digits * powers, 0)
 
-    def _masked_reply(self, allowed: Tensor) -> Reply:
-        def reply(boards: Tensor, legal: Tensor, rows: Tensor) -> Tensor:
-            return self._reply(boards, legal, rows & allowed)
+    def _openings(self, rows: Tensor) -> Tensor:
+        """New episodes' codes: 0..``random_opening_plies`` random plies, then the opponent's
+        move where it is to move (asked only on ``rows``; the other rows' codes are unused).
+        Shapes: rows (B,) bool -> (B,) int64."""
+        tables = self._tables
+        codes = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
+        if self.agent_plays == "x" and not self.random_opening_plies:
+            return codes  # the empty board, the agent to move
+        plies = torch.zeros_like(codes)
+        if self.random_opening_plies:
+            assert self._generator is not None
+            most = self.random_opening_plies
+            plies = torch.randint(0, most + 1, codes.shape, generator=self._generator, device=self.device)
+            for ply in range(self.random_opening_plies):
+                uniform = torch.rand(self.num_envs, generator=self._generator, device=self.device)
+                powers = tables.pick_power(tables.legal_bits[codes], uniform)
+                codes = codes + torch.where(plies > ply, (1 if ply % 2 == 0 else 2) * powers, 0)
+        opponent_first = (plies % 2 == 0) != (self._agent_marks > 0)
+        return self._reply(codes, rows & opponent_first)
 
-        return reply
-
-    def _observations(self) -> Tensor:
-        return perspective(self._boards, self._agent_marks)
+    def _observations(self, codes: Tensor | None = None) -> Tensor:
+        return self._tables.views[self._view_offsets + (self._codes if codes is None else codes)]

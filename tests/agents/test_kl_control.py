@@ -11,7 +11,7 @@ import torch
 from agents.collect.collector import RolloutCollector
 from agents.core.base import Rollout
 from agents.ppo import PPOAgent
-from agents.ppo.kl import AdaptiveKLController, PIKLController, kl_estimate
+from agents.ppo.kl import AdaptiveKLController, PIKLController, kl_estimate, policy_kl_to_reference
 from agents.train import progress_summary
 from tests.agents.test_text_ppo import make_agent, make_env
 
@@ -196,3 +196,52 @@ def test_pi_controller_settles_after_a_slow_start_without_winding_beta_down(targ
     tail = seen[30:]
     assert abs(sum(tail) / len(tail) / target - 1) <= 0.25
     assert max(seen) < 3 * target
+
+
+def test_the_ceiling_estimate_has_the_gradient_of_the_kl_to_the_reference():
+    torch.manual_seed(0)
+    logits = torch.randn(20, requires_grad=True)
+    reference = torch.log_softmax(torch.randn(20), 0)
+    log_policy = torch.log_softmax(logits, 0)
+    exact = (log_policy.exp() * (log_policy - reference)).sum()
+    (exact_gradient,) = torch.autograd.grad(exact, logits)
+    samples = torch.multinomial(log_policy.detach().exp(), 400_000, replacement=True)
+    new = torch.log_softmax(logits, 0)[samples]
+    estimate = policy_kl_to_reference(new, new.detach(), reference[samples])
+    (gradient,) = torch.autograd.grad(estimate, logits)
+    assert float(estimate.detach()) == pytest.approx(float(exact), rel=0.02)
+    assert torch.allclose(gradient, exact_gradient, atol=0.01), (gradient, exact_gradient)
+
+
+def _kl_per_update(ceiling, updates: int = 20) -> tuple[list[float], list[float]]:
+    torch.manual_seed(0)
+    env = make_env(num_envs=16, max_new_tokens=8)
+    # a fixed, tiny beta and a large step: without the ceiling the KL runs away
+    controller = PIKLController(coef=0.01, target=1.0, ki=0.0, kp=0.0)
+    agent = make_agent(
+        env, lr=1e-2, kl=controller, kl_ceiling=ceiling, kl_placement="loss", num_epochs=1, num_minibatches=4
+    )
+    collector = RolloutCollector(env, agent, seed=0)
+    kls, switched = [], []
+    for _ in range(updates):
+        rollout, _ = collector.collect(agent.rollout_steps)
+        metrics = agent.learn(rollout)
+        kls.append(metrics["charts/kl"])
+        switched.append(metrics.get("diag/kl_ceiling_steps", 0.0))
+    return kls, switched
+
+
+def test_the_ceiling_bounds_the_kl_inside_the_update():
+    free, none_switched = _kl_per_update(None)
+    bounded, switched = _kl_per_update(1.2)
+    assert sum(none_switched) == 0 and sum(switched) > 0
+    assert min(free[10:]) > 4.0, free  # beta alone does not hold it
+    assert max(bounded[10:]) < 3.0 and sum(bounded[10:]) / 10 < 2.0, bounded
+
+
+def test_the_ceiling_needs_a_controller_with_a_target():
+    env = make_env(num_envs=4)
+    with pytest.raises(ValueError, match="kl_ceiling=1.2 .*FixedKLController"):
+        make_agent(env, kl_ceiling=1.2)
+    with pytest.raises(ValueError, match="kl_ceiling must be a positive"):
+        make_agent(env, kl=PIKLController(target=1.0), kl_ceiling=0.0)

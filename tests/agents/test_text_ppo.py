@@ -74,8 +74,7 @@ def make_agent(env, lr: float = 3e-3, kl_coef: float = 0.01, **kwargs) -> PPOAge
         env.single_action_space,
         network=functools.partial(LMActorCritic, model="tiny"),
         optimizer=lambda params: torch.optim.Adam(params, lr=lr),
-        kl=FixedKLController(kl_coef),
-        **settings,
+        **({"kl": FixedKLController(kl_coef)} | settings),
     )
 
 
