@@ -151,3 +151,17 @@ def test_exact_win_as_x_matches_playing_the_games():
         games += int(terminated.sum())
     assert opening == 0
     assert abs(wins / games - exact) < 0.015, (wins / games, exact)
+
+
+def test_tictactoe_env_prints_plies_per_second_and_the_opponent_ratio():
+    out = run_module("benchmarks.tictactoe_env", "--seconds", "0.05", "--batches", "16")
+    assert "vector B=16, perfect" in out and "single env, random" in out
+    assert "random / perfect opponent" in out
+
+
+def test_plies_per_step_counts_the_marks_placed():
+    from benchmarks.tictactoe_env import plies_per_step
+
+    # an agent move plus a reply on most steps, a little less where the agent's move ends the game,
+    # a little more where the next episode opens with the opponent's move
+    assert 1.5 < plies_per_step("random", 64, "cpu", steps=50) < 2.2

@@ -57,26 +57,26 @@ class Tables:
     outcomes: Tensor
     over: Tensor
     powers: Tensor
-    nth: Tensor  # (512 * 9,) int64: [mask * 9 + r] is the r-th set cell of mask (0 if none)
-    nth_power: Tensor  # (512 * 9,) int64: 3 ** that cell
-    popcount: Tensor  # (512,) int64
+    nth: Tensor  # (512 * 10,) int64: [mask * 10 + r] is the r-th set cell of mask (see _nth)
+    nth_power: Tensor  # (512 * 10,) int64: 3 ** that cell
+    popcount: Tensor  # (512,) float32
 
     def _slot(self, bits: Tensor, uniform: Tensor, first: Tensor | bool) -> Tensor:
-        rank = (uniform * self.popcount[bits]).long()
+        rank = (uniform * self.popcount.index_select(0, bits)).long()
         if first is not False:
             rank = torch.where(torch.as_tensor(first, device=rank.device), 0, rank)
-        return bits * NUM_CELLS + rank.clamp(max=NUM_CELLS - 1)
+        return bits * _WIDTH + rank
 
     def pick(self, bits: Tensor, uniform: Tensor, first: Tensor | bool = False) -> Tensor:
         """A cell of each mask, uniform given ``uniform`` in [0, 1) (the lowest one where ``first``).
 
         Shapes: bits (B,) int64, uniform (B,) float -> (B,) int64 (0 for an empty mask).
         """
-        return self.nth[self._slot(bits, uniform, first)]
+        return self.nth.index_select(0, self._slot(bits, uniform, first))
 
     def pick_power(self, bits: Tensor, uniform: Tensor, first: Tensor | bool = False) -> Tensor:
         """``3 ** cell`` of :meth:`pick`'s cell: what a mark adds to a code, over its digit."""
-        return self.nth_power[self._slot(bits, uniform, first)]
+        return self.nth_power.index_select(0, self._slot(bits, uniform, first))
 
 
 def _bits(cells: Tensor) -> Tensor:
@@ -96,12 +96,8 @@ def tables(device: torch.device) -> Tables:
     mover = player_to_move(boards)
     best = optimal_moves(boards * mover.unsqueeze(1)) & legal
     best = torch.where(best.any(dim=1, keepdim=True), best, legal)
-    masks = torch.arange(NUM_MASKS)
-    members = (masks.unsqueeze(1) >> torch.arange(NUM_CELLS)) & 1  # (512, 9)
-    nth = torch.zeros(NUM_MASKS, NUM_CELLS, dtype=torch.int64)
-    for mask in range(NUM_MASKS):
-        cells = torch.nonzero(members[mask]).flatten()
-        nth[mask, : cells.numel()] = cells
+    members = (torch.arange(NUM_MASKS).unsqueeze(1) >> torch.arange(NUM_CELLS)) & 1  # (512, 9)
+    nth = _nth(members)
     assert boards.shape[0] == NUM_BOARDS
     powers = 3 ** torch.arange(NUM_CELLS)
     return Tables(
@@ -115,8 +111,23 @@ def tables(device: torch.device) -> Tables:
         powers=powers,
         nth=nth.flatten(),
         nth_power=powers[nth.flatten()],
-        popcount=members.sum(dim=1),
+        popcount=members.sum(dim=1).float(),
     )
+
+
+_WIDTH = NUM_CELLS + 1
+
+
+def _nth(members: Tensor) -> Tensor:
+    """(512 * 10,): row ``mask``, column ``r``: the r-th set cell of ``mask`` for ``r`` below its
+    count, its last set cell beyond (so a rank rounded up to the count still lands on a set
+    cell, without a clamp), 0 for the empty mask."""
+    nth = torch.zeros(NUM_MASKS, _WIDTH, dtype=torch.int64)
+    for mask in range(1, NUM_MASKS):
+        cells = torch.nonzero(members[mask]).flatten()
+        nth[mask] = cells[-1]
+        nth[mask, : cells.numel()] = cells
+    return nth.flatten()
 
 
 def random_cells(mask: Tensor, generator: torch.Generator) -> Tensor:
@@ -126,5 +137,10 @@ def random_cells(mask: Tensor, generator: torch.Generator) -> Tensor:
     random number per row instead of nine. Shapes: mask (B, 9) bool -> (B,) int64.
     """
     table = tables(mask.device)
-    bits = _bits(mask)
+    bits = (mask.float() @ _powers_of_two(mask.device)).long()
     return table.pick(bits, torch.rand(mask.shape[0], generator=generator, device=mask.device))
+
+
+@cache
+def _powers_of_two(device: torch.device) -> Tensor:
+    return (2.0 ** torch.arange(NUM_CELLS)).to(device)

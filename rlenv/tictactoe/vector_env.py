@@ -14,7 +14,6 @@ from torch import Tensor
 from rlenv.tictactoe.env import (
     AGENT_PLAYS,
     ILLEGAL_MOVE_MODES,
-    agent_mark_for_episode,
     check_choice,
     check_random_opening_plies,
     check_reset_options,
@@ -91,7 +90,7 @@ class TicTacToeVectorEnv(VectorEnv):
         self._bits, self._first_choice, self._asked = self._opponent_tables()
         self._any_first = bool(self._first_choice.any())
         self._codes = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
-        self._set_marks(torch.ones(num_envs, dtype=torch.int8, device=self.device))
+        self._set_roles(torch.zeros(num_envs, dtype=torch.int64, device=self.device))
         self._opponent_ids = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self._needs_reset = True
 
@@ -117,36 +116,38 @@ class TicTacToeVectorEnv(VectorEnv):
         check_reset_options(options)
         if seed is not None or self._generator is None:
             self._generator = seed_generator(self.np_random, self.device)
-        self._set_marks(self._marks_for(torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)))
-        self._opponent_ids = self.opponents.sample(self.num_envs, self._generator, self._agent_marks)
+        as_o = 1 if self.agent_plays == "o" else 0  # "both" starts as X
+        self._set_roles(torch.full((self.num_envs,), as_o, dtype=torch.int64, device=self.device))
+        self._opponent_ids = self.opponents.sample(self.num_envs, self._generator, self.agent_marks)
         everyone = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
         self._codes = self._openings(everyone)
         self._needs_reset = False
-        return self._observations(), {"action_mask": self._tables.legal[self._codes]}
+        return self._observations(), {"action_mask": self._tables.legal.index_select(0, self._codes)}
 
     def step(self, actions: Any) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
         if self._needs_reset:
             raise RuntimeError("step() called before reset(); call reset() first")
         tables = self._tables
         moves = self._checked_actions(actions)
-        illegal = (tables.legal_bits[self._codes] >> moves) & 1 == 0
-        codes = self._codes + torch.where(illegal, 0, self._digits * tables.powers[moves])
-        codes = self._reply(codes, ~(illegal | tables.over[codes]))
-        ended = illegal | tables.over[codes]
-        outcome = torch.where(illegal, -1, tables.outcomes[self._view_offsets + codes])
-        final_obs = self._observations(codes)
-        final_mask = tables.legal[torch.where(ended, FULL_CODE, codes)]
+        illegal = (tables.legal_bits.index_select(0, self._codes) >> moves) & 1 == 0
+        codes = self._codes + torch.where(illegal, 0, self._digits * tables.powers.index_select(0, moves))
+        codes = self._reply(codes, ~(illegal | tables.over.index_select(0, codes)))
+        ended = illegal | tables.over.index_select(0, codes)
+        seen = self._view_offsets + codes  # rows of the agent's view in the tables
+        outcome = torch.where(illegal, -1, tables.outcomes.index_select(0, seen))  # int8
+        final_obs = tables.views.index_select(0, seen)
+        final_mask = tables.legal.index_select(0, torch.where(ended, FULL_CODE, codes))
 
         if self.agent_plays == "both":  # the next episode in the other role
-            self._set_marks(torch.where(ended, -self._agent_marks, self._agent_marks))
+            self._set_roles(self._as_o ^ ended.long())
         assert self._generator is not None
         if len(self.opponents.opponents) > 1:
-            fresh_ids = self.opponents.sample(self.num_envs, self._generator, self._agent_marks)
+            fresh_ids = self.opponents.sample(self.num_envs, self._generator, self.agent_marks)
             self._opponent_ids = torch.where(ended, fresh_ids, self._opponent_ids)
         self._codes = torch.where(ended, self._openings(ended), codes)
 
         info = {
-            "action_mask": tables.legal[self._codes],
+            "action_mask": tables.legal.index_select(0, self._codes),
             "final_obs": final_obs,
             "final_action_mask": final_mask,
             "outcome": outcome,
@@ -167,32 +168,28 @@ class TicTacToeVectorEnv(VectorEnv):
     @property
     def boards(self) -> Tensor:
         """Absolute boards (+1 X, -1 O, 0 empty), a copy. Shapes: (B, 9) int8."""
-        return self._tables.views[self._codes]
+        return self._tables.views.index_select(0, self._codes)
 
     @property
     def agent_marks(self) -> Tensor:
         """Agent's mark per board in the current episode. Shapes: (B,) int8, +1 X, -1 O."""
-        return self._agent_marks.clone()
+        return (1 - 2 * self._as_o).to(torch.int8)
 
-    def _marks_for(self, episodes: Tensor) -> Tensor:
-        marks = agent_mark_for_episode(self.agent_plays, episodes)
-        return torch.as_tensor(marks, dtype=torch.int8, device=self.device).expand(self.num_envs).clone()
-
-    def _set_marks(self, marks: Tensor) -> None:
-        """The agent's marks, with its base-3 digit (1 X, 2 O), the opponent's, and the row
-        offset of the agent's view in the tables."""
-        self._agent_marks = marks
-        as_o = (marks < 0).long()
+    def _set_roles(self, as_o: Tensor) -> None:
+        """The agent's role per board (1 where it plays O), with its base-3 digit (1 X, 2 O),
+        the opponent's, and the row offset of the agent's view in the tables."""
+        self._as_o = as_o
         self._digits = 1 + as_o
         self._opponent_digits = 2 - as_o
         self._view_offsets = as_o * NUM_BOARDS
 
     def _checked_actions(self, actions: Any) -> Tensor:
         moves = _as_action_tensor(actions, self.num_envs, self.device)
-        in_range = (moves >= 0) & (moves < NUM_CELLS)
-        if self.illegal_move != "raise" and bool(in_range.all()):
+        low, high = torch.aminmax(moves)
+        if self.illegal_move != "raise" and 0 <= int(low) and int(high) < NUM_CELLS:
             return moves
-        bits = self._tables.legal_bits[self._codes]
+        in_range = (moves >= 0) & (moves < NUM_CELLS)
+        bits = self._tables.legal_bits.index_select(0, self._codes)
         legal = (bits >> moves.clamp(0, NUM_CELLS - 1)) & 1 == 1
         if bool((in_range & legal).all()):
             return moves
@@ -219,8 +216,8 @@ class TicTacToeVectorEnv(VectorEnv):
         uniform = torch.rand(self.num_envs, generator=self._generator, device=self.device)
         ids = self._opponent_ids
         slot = ids * NUM_BOARDS + codes if self._bits.numel() > NUM_BOARDS else codes
-        first = self._first_choice[ids] if self._any_first else False
-        powers = tables.pick_power(self._bits[slot], uniform, first)
+        first = self._first_choice.index_select(0, ids) if self._any_first else False
+        powers = tables.pick_power(self._bits.index_select(0, slot), uniform, first)
         for opponent_id in self._asked:
             selected = torch.nonzero(rows & (ids == opponent_id)).squeeze(1)
             if selected.numel() > 0:
@@ -229,7 +226,7 @@ class TicTacToeVectorEnv(VectorEnv):
                     boards, tables.legal[codes[selected]], self._generator
                 )
                 powers[selected] = tables.powers[cells]
-        return codes + torch.where(rows, self._opponent_digits * powers, 0)
+        return codes + rows * self._opponent_digits * powers
 
     def _openings(self, rows: Tensor) -> Tensor:
         """New episodes' codes: 0..``random_opening_plies`` random plies, then the opponent's
@@ -239,17 +236,18 @@ class TicTacToeVectorEnv(VectorEnv):
         codes = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
         if self.agent_plays == "x" and not self.random_opening_plies:
             return codes  # the empty board, the agent to move
-        plies = torch.zeros_like(codes)
+        if not self.random_opening_plies:
+            return self._reply(codes, rows & (self._as_o == 1))  # X opens: the opponent, where the agent is O
         if self.random_opening_plies:
             assert self._generator is not None
             most = self.random_opening_plies
             plies = torch.randint(0, most + 1, codes.shape, generator=self._generator, device=self.device)
             for ply in range(self.random_opening_plies):
                 uniform = torch.rand(self.num_envs, generator=self._generator, device=self.device)
-                powers = tables.pick_power(tables.legal_bits[codes], uniform)
+                powers = tables.pick_power(tables.legal_bits.index_select(0, codes), uniform)
                 codes = codes + torch.where(plies > ply, (1 if ply % 2 == 0 else 2) * powers, 0)
-        opponent_first = (plies % 2 == 0) != (self._agent_marks > 0)
+        opponent_first = (plies % 2) != self._as_o  # odd plies: O to move
         return self._reply(codes, rows & opponent_first)
 
-    def _observations(self, codes: Tensor | None = None) -> Tensor:
-        return self._tables.views[self._view_offsets + (self._codes if codes is None else codes)]
+    def _observations(self) -> Tensor:
+        return self._tables.views.index_select(0, self._view_offsets + self._codes)

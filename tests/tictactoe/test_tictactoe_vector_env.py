@@ -269,3 +269,49 @@ def test_single_env_random_openings() -> None:
         seen.add((env.agent_mark, int((board != 0).sum())))
         env.reset()
     assert seen == {(1, 0), (1, 2), (1, 4), (-1, 1), (-1, 3)}
+
+
+def test_random_cells_is_uniform_over_the_true_cells() -> None:
+    from rlenv.tictactoe.tables import random_cells
+
+    mask = torch.zeros(30_000, 9, dtype=torch.bool)
+    mask[:, [1, 4, 8]] = True
+    mask[:10_000, 0] = True
+    mask[-1] = False
+    cells = random_cells(mask, torch.Generator().manual_seed(0))
+    assert int(cells[-1]) == 0
+    assert bool(mask[torch.arange(29_999), cells[:-1]].all())
+    share = torch.bincount(cells[10_000:-1], minlength=9).float() / 19_999
+    assert torch.allclose(share[[1, 4, 8]], torch.full((3,), 1 / 3), atol=0.02)
+    first = torch.bincount(cells[:10_000], minlength=9).float() / 10_000
+    assert torch.allclose(first[[0, 1, 4, 8]], torch.full((4,), 0.25), atol=0.02)
+
+
+def test_table_opponents_match_the_opponent_objects() -> None:
+    """The looked-up perfect replies are optimal moves; the looked-up random ones reach every cell."""
+    from rlenv.tictactoe.opponents import optimal_moves
+    from rlenv.tictactoe.rules import perspective
+    from rlenv.tictactoe.tables import random_cells
+
+    generator = torch.Generator().manual_seed(0)
+    for opponent in ("perfect", "random"):
+        envs = TicTacToeVectorEnv(512, opponent=opponent, agent_plays="both")
+        _, info = envs.reset(seed=0)
+        seen: set[int] = set()
+        replies = 0
+        for _ in range(30):
+            before, marks = envs.boards, envs.agent_marks.unsqueeze(1)
+            _, _, _, _, info = envs.step(random_cells(info["action_mask"], generator))
+            final = perspective(info["final_obs"], marks.squeeze(1))  # absolute, after the reply
+            reply = (before != final) & (final == -marks)
+            replied = reply.any(dim=1)
+            replies += int(replied.sum())
+            after_agent = torch.where(reply, 0, final).to(torch.int8)
+            if opponent == "perfect":
+                best = optimal_moves(perspective(after_agent, -marks.squeeze(1)))
+                assert bool((best | ~reply)[replied].all())
+            else:
+                seen.update(reply[replied].nonzero()[:, 1].tolist())
+        assert replies > 5000
+        if opponent == "random":
+            assert seen == set(range(9))
