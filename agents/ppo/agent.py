@@ -16,7 +16,6 @@ structured observations; the agent only moves it to the device and slices its ba
 from __future__ import annotations
 
 import copy
-import functools
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -258,6 +257,9 @@ class PPOAgent:
         self.kl_estimator, self.kl_placement = kl_estimator, kl_placement
         self.advantage, self.group_size = advantage, int(group_size)
         self._ceiling_steps = 0
+        self._token_ceiling: float | None = None
+        self._toward_reference: tuple[Tensor, float, int] | None = None
+        self._step_length: float | None = None  # of the last optimizer step (with a KL ceiling)
         self.updates = 0
         self.env_steps = 0
 
@@ -317,10 +319,10 @@ class PPOAgent:
             episodes, tokens = self._episodes_and_steps(rollout)
             # nats per completion -> nats per token, the unit of the minibatch estimate
             token_ceiling = self.kl_ceiling * float(self.kl.target) * episodes / max(tokens, 1)  # type: ignore[attr-defined]
-        self._ceiling_steps = 0
+        self._token_ceiling, self._ceiling_steps = token_ceiling, 0
         metrics |= ppo_update(
             batch,
-            functools.partial(self._minibatch_loss, token_ceiling=token_ceiling),
+            self._minibatch_loss,
             self._gradient_step,
             self.num_epochs,
             self.num_minibatches,
@@ -336,6 +338,7 @@ class PPOAgent:
         metrics["diag/learning_rate"] = learning_rate
         if token_ceiling is not None:
             metrics["diag/kl_ceiling_steps"] = float(self._ceiling_steps)
+        self._token_ceiling = None
         return metrics
 
     def _episodes_and_steps(self, rollout: Rollout) -> tuple[int, int]:
@@ -440,9 +443,7 @@ class PPOAgent:
         valid = rollout.valid_mask
         return torch.where(valid, advantages, 0.0), torch.where(valid, returns, 0.0)
 
-    def _minibatch_loss(
-        self, minibatch: StepBatch | EpisodeBatch, token_ceiling: float | None = None
-    ) -> tuple[Tensor, PPOLossTerms]:
+    def _minibatch_loss(self, minibatch: StepBatch | EpisodeBatch) -> tuple[Tensor, PPOLossTerms]:
         samples = minibatch.evaluate(self.network)
         advantages = samples.advantages
         terms = ppo_loss(
@@ -457,13 +458,14 @@ class PPOAgent:
             self.clip_value,
         )
         value_coef = self.value_coef if self.advantage == "gae" else 0.0  # no critic to train otherwise
-        if token_ceiling is not None and samples.reference_log_probs is not None:
+        self._toward_reference = None
+        if self._token_ceiling is not None and samples.reference_log_probs is not None:
             estimate = policy_kl_to_reference(
                 samples.new_log_probs, samples.old_log_probs, samples.reference_log_probs
             )
-            if float(estimate.detach()) > token_ceiling:  # over the ceiling: a step toward the reference only
-                self._ceiling_steps += 1
-                return value_coef * terms.value + estimate, terms
+            count = samples.new_log_probs.numel()  # kept for _gradient_step, which decides
+            loss = value_coef * terms.value + estimate
+            self._toward_reference = (loss, float(estimate.detach()) * count, count)
         total = terms.policy + value_coef * terms.value + self.entropy_coef * terms.entropy
         if samples.reference_log_probs is not None and self.kl is not None:
             kl_term = kl_estimate(
@@ -479,17 +481,43 @@ class PPOAgent:
 
         In a data-parallel run the gradient is first summed over the processes, each weighted
         by ``weight``, its share of the minibatch (``total`` is ``None`` on a process without
-        rows in it)."""
+        rows in it).
+
+        With a KL ceiling (``kl_ceiling``), a minibatch whose estimated KL to the reference
+        (over all processes) is above it takes a switching step instead: the gradient of that
+        estimate (and of the value loss), a step of the length of the last optimizer step
+        straight down it, the optimizer's moments left alone (with Adam's momentum, a step
+        through the optimizer would be mostly the objective's last direction)."""
+        parameters = [p for p in self.network.parameters() if p.requires_grad]
+        switch, toward = False, self._toward_reference
+        self._toward_reference = None
+        if self._token_ceiling is not None:
+            kl_sum, count = distributed.sum_floats(*(toward[1:] if toward is not None else (0.0, 0)))
+            switch = count > 0 and kl_sum / count > self._token_ceiling and self._step_length is not None
         self.optimizer.zero_grad()
-        if total is not None:
-            total.backward()
-        distributed.reduce_gradients(self.network.parameters(), weight)
+        loss = toward[0] if switch and toward is not None else total
+        if loss is not None:
+            loss.backward()
+        distributed.reduce_gradients(parameters, weight)
         max_norm = self.max_grad_norm if self.max_grad_norm is not None else math.inf
-        grad_norm = nn.utils.clip_grad_norm_(self.network.parameters(), max_norm)
+        grad_norm = nn.utils.clip_grad_norm_(parameters, math.inf if switch else max_norm)
         if not bool(torch.isfinite(grad_norm)):
             self.optimizer.zero_grad()
             return False
+        with_grad = [p for p in parameters if p.grad is not None]
+        if switch:
+            self._ceiling_steps += 1
+            if float(grad_norm) > 0:
+                scale = -float(self._step_length) / float(grad_norm)
+                with torch.no_grad():
+                    torch._foreach_add_(with_grad, [p.grad for p in with_grad], alpha=scale)
+            self.optimizer.zero_grad()
+            return True
+        before = [p.detach().clone() for p in with_grad] if self.kl_ceiling is not None else None
         self.optimizer.step()
+        if before is not None:
+            moved = [float((p.detach() - b).square().sum()) for p, b in zip(with_grad, before, strict=True)]
+            self._step_length = math.sqrt(sum(moved))
         return True
 
     def state_dict(self) -> dict[str, Any]:

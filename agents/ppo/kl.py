@@ -234,16 +234,19 @@ def kl_estimate(log_probs: Tensor, reference_log_probs: Tensor, estimator: str =
 def policy_kl_to_reference(
     new_log_probs: Tensor, old_log_probs: Tensor, reference_log_probs: Tensor
 ) -> Tensor:
-    """Per-token estimate of KL(pi_new || pi_ref) from tokens sampled by pi_old (differentiable).
+    """Per-token estimate of KL(pi_new || pi_ref) from tokens sampled by pi_old, with its gradient.
 
-    ``mean(rho * (log pi_new - log pi_ref))`` with ``rho = pi_new / pi_old``: importance-weighted
-    k1 over the states the samples visited (their change under pi_new is ignored, a first-order
-    approximation for a policy that moved little since sampling). Its gradient is that of the
-    KL itself: descending it pulls pi_new toward pi_ref on those states. Shapes: (N,) -> ().
+    The value is ``mean(rho * (log pi_new - log pi_ref))`` with ``rho = pi_new / pi_old``:
+    importance-weighted k1 over the states the samples visited (their change under pi_new is
+    ignored, a first-order approximation for a policy that moved little since sampling). The
+    gradient is the score-function form of the KL's, ``mean(grad(rho) * k1)``: the ``+1`` term
+    of differentiating ``rho * log pi_new`` has expectation 0 and only adds noise. (No
+    baseline: a mean over the minibatch would differ between the processes of a data-parallel
+    run.) Descending it pulls pi_new toward pi_ref on those states. Shapes: (N,) -> ().
     """
     new = new_log_probs.float()
     ratio = torch.exp(new - old_log_probs.float())
-    return (ratio * (new - reference_log_probs.float())).mean()
+    return (ratio * (new - reference_log_probs.float()).detach()).mean()
 
 
 def token_kl(log_probs: Tensor, reference_log_probs: Tensor, valid: Tensor) -> Tensor:

@@ -45,6 +45,11 @@ class TicTacToeVectorEnv(VectorEnv):
     are a (B,) integer tensor (numpy accepted); ``step`` returns torch tensors on
     ``device``: obs (B, 9) int8, rewards (B,) float32, terminated and truncated (B,) bool.
 
+    The state is one base-3 code per board (:mod:`rlenv.tictactoe.tables`): a move is an
+    addition and the rest of a step (legality, the outcome, the random or perfect reply, the
+    observations and masks) gathers from tables over the ``3**9`` codes, with no Python loop
+    over boards. Other opponents (self-play, objects with ``act``) are asked with the boards.
+
     Episodes that end are reset in the same step (``AutoresetMode.SAME_STEP``): their obs
     row is already the next episode's first observation. ``info`` holds tensors:
     ``action_mask`` (B, 9) bool; after a step also ``final_obs`` (B, 9) int8 (the ended

@@ -84,13 +84,18 @@ def step_rollouts(count: int, num_envs: int = 8, steps: int = 16) -> list[Rollou
     return rollouts
 
 
-def text_ppo() -> PPOAgent:
+def text_ppo(kl_ceiling: float | None = None) -> PPOAgent:
     from tests.agents.test_text_ppo import make_agent, make_env
 
     torch.manual_seed(0)
-    agent = make_agent(make_env(num_envs=8), kl_placement="loss", kl_estimator="k3", num_minibatches=4)
-    agent.kl = PIKLController(coef=0.1, target=0.5)
-    return agent
+    return make_agent(
+        make_env(num_envs=8),
+        kl=PIKLController(coef=0.1, target=0.5),
+        kl_placement="loss",
+        kl_estimator="k3",
+        num_minibatches=4,
+        kl_ceiling=kl_ceiling,
+    )
 
 
 def text_rollouts(count: int) -> list[Rollout]:
@@ -133,6 +138,8 @@ def replay_batches(count: int, size: int = 16) -> list[ReplayBatch]:
 CASES = {
     "ppo_steps": (step_ppo, functools.partial(step_rollouts, 3)),
     "ppo_text": (text_ppo, functools.partial(text_rollouts, 2)),
+    # far above its KL target: switching steps, decided from every rank's estimate
+    "ppo_text_ceiling": (functools.partial(text_ppo, 1.5), functools.partial(text_rollouts, 2)),
     "dqn": (dqn, functools.partial(replay_batches, 3)),
 }
 
@@ -153,6 +160,7 @@ def learn(case: str, agent: Any, data: list[Any], rank: int, world: int) -> dict
     result = {name: p.detach().clone() for name, p in modules.named_parameters()}
     if getattr(agent, "kl", None) is not None:  # the KL controller's state, fed by every rank's KL
         result["kl_coef"] = torch.tensor(agent.kl.coef, dtype=torch.float64)
+        result["ceiling_steps"] = torch.tensor(float(agent._ceiling_steps), dtype=torch.float64)
     return result
 
 
@@ -184,6 +192,8 @@ def test_two_processes_keep_identical_parameters_equal_to_one_process(case: str,
     start = {name: p.detach() for name, p in distributed.modules_of(make_agent()).named_parameters()}
     moved = sum(float((single[name] - start[name]).abs().sum()) for name in start)
     assert moved > 0  # the updates did change the parameters
+    if case == "ppo_text_ceiling":
+        assert float(single["ceiling_steps"]) > 0
     for name, value in single.items():
         assert torch.equal(ranks[0][name], ranks[1][name]), f"{name} differs between the ranks"
         assert_close(
