@@ -248,9 +248,10 @@ def sample_and_measure(
     )
     completions, kls, lengths = [], [], []
     for batch in batches:
-        log_probs = response_log_probs(policy, batch)
-        with reference() as model:
-            reference_log_probs = response_log_probs(policy if model is None else model, batch)
+        with torch.no_grad():
+            log_probs = response_log_probs(policy, batch)
+            with reference() as model:
+                reference_log_probs = response_log_probs(policy if model is None else model, batch)
         kls += token_kl(log_probs, reference_log_probs, batch.response_mask).sum(dim=1).tolist()
         lengths += batch.lengths.float().tolist()
         completions += batch.completions
@@ -282,16 +283,10 @@ def evaluate_policy(
     )
 
 
-def format_report(
-    title: str,
-    before: PolicyReport,
-    after: PolicyReport,
-    rm: dict[str, float],
-    seconds: dict[str, float],
-    num_samples: int,
-    toxicity: bool = False,
-) -> str:
-    """The before/after table, sample completions, reward-model accuracy and wall time per stage.
+def format_comparison(
+    title: str, before: PolicyReport, after: PolicyReport, num_samples: int, toxicity: bool = False
+) -> list[str]:
+    """The before/after table and sample completions, as lines.
 
     ``toxicity``: the labeler score is ``1 - P(offensive)``; also show the toxicity ``P(offensive)``.
     """
@@ -315,6 +310,20 @@ def format_report(
             f"  before: {before.completions[k]!r}",
             f"  after:  {after.completions[k]!r}",
         ]
+    return lines
+
+
+def format_report(
+    title: str,
+    before: PolicyReport,
+    after: PolicyReport,
+    rm: dict[str, float],
+    seconds: dict[str, float],
+    num_samples: int,
+    toxicity: bool = False,
+) -> str:
+    """The before/after table, sample completions, reward-model accuracy and wall time per stage."""
+    lines = format_comparison(title, before, after, num_samples, toxicity)
     ns = "reward_model/"
     lines += [
         "",
@@ -325,9 +334,13 @@ def format_report(
             f"{rm.get(ns + 'labeler_agreement', float('nan')):.3f} (pairwise, held-out)"
         ),
     ]
-    times = " | ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
-    lines.append(f"wall time: {times} | total {sum(seconds.values()):.0f} s")
+    lines.append(format_seconds(seconds))
     return "\n".join(lines)
+
+
+def format_seconds(seconds: dict[str, float]) -> str:
+    times = " | ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
+    return f"wall time: {times} | total {sum(seconds.values()):.0f} s"
 
 
 def ppo_and_eval(cfg: DictConfig, run_dir: Path, parts: dict[str, Any], seconds: dict[str, float]) -> dict:

@@ -175,9 +175,10 @@ def generate_items(
     return [texts[k * n_completions : (k + 1) * n_completions] for k in range(len(prompts))]
 
 
-@torch.no_grad()
 def response_log_probs(model: Any, generation: Generation) -> Tensor:
     """Log-probabilities of the generated tokens under ``model`` (0 on padding after EOS).
+
+    Differentiable (call it under ``torch.no_grad()`` to only measure).
 
     Shapes: returns (B, T) float32, T = S - response_start.
     """
