@@ -27,7 +27,6 @@ import logging
 import math
 import random
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -257,32 +256,40 @@ def split_pairs(pairs: list[Pair], heldout_fraction: float, seed: int) -> tuple[
     return [p for p in pairs if p.prompt not in heldout], [p for p in pairs if p.prompt in heldout]
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Load the pairs, evaluate the base policy, train with DPO, evaluate again; saves the
-    adapters (``adapter/``), ``metrics.json`` and ``report.txt`` in ``run_dir``."""
+def policy_core(model_name: str, lora: Any, device: torch.device) -> Any:
+    """The policy LM with LoRA adapters (its reference: adapters off) and its tokenizer."""
     from agents.networks.lm_core import CausalLMCore
-    from agents.rlhf import evaluate_policy, format_comparison, format_seconds, labeler_score_fn
-    from agents.train import resolve_device, seed_everything, write_metrics, write_text
-    from rlenv.feedback.collect import resolve_labeler_kind, select_prompts
-    from rlenv.feedback.pairs import records_to_pairs
-    from rlenv.feedback.rankings import load_rankings
     from rlenv.text.models import load_causal_lm
     from rlenv.text.tokenizers import load_tokenizer
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(int(cfg.seed))
-    torch.set_num_threads(int(cfg.torch_threads))
-    device = resolve_device(cfg.device)
-    settings = cfg.dpo
-    records = load_rankings(cfg.data)
-    pairs = records_to_pairs(records, min_pair_agreement=settings.min_pair_agreement)
-    train_pairs, heldout_pairs = split_pairs(pairs, float(settings.heldout_fraction), int(cfg.seed))
-    log.info("%d pairs, %d to train, %d held out", len(pairs), len(train_pairs), len(heldout_pairs))
-    model = load_causal_lm(cfg.model)
-    lora = OmegaConf.to_container(cfg.lora) if cfg.lora is not None else None
+    model = load_causal_lm(model_name)
+    lora = OmegaConf.to_container(lora) if isinstance(lora, DictConfig) else lora
     core = CausalLMCore(model, model.get_output_embeddings().weight.shape[0], lora=lora, device=device)
-    tokenizer = load_tokenizer(cfg.model)
+    return core, load_tokenizer(model_name)
+
+
+def train_and_evaluate(
+    core: Any,
+    tokenizer: Any,
+    records: Sequence[Any],
+    settings: DictConfig,
+    scoring: tuple[list[str], Any, Any, DictConfig],
+    logger: Any,
+    seed: int,
+    progress: bool,
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """Evaluate the policy, train it with DPO on the records' consensus pairs, evaluate again.
+
+    ``scoring``: (held-out prompts, reward function, labeler, evaluation settings) for
+    :func:`agents.rlhf.evaluate_policy`. Returns ``before``, ``after`` (reports), the trainer,
+    the pair counts and the held-out pairs' metrics before and after (``dpo/...``)."""
+    from agents.rlhf import evaluate_policy, stage
+    from rlenv.feedback.pairs import records_to_pairs
+
+    pairs = records_to_pairs(list(records), min_pair_agreement=settings.min_pair_agreement)
+    train_pairs, heldout_pairs = split_pairs(pairs, float(settings.heldout_fraction), seed)
+    log.info("%d pairs, %d to train, %d held out", len(pairs), len(train_pairs), len(heldout_pairs))
     trainer = DPOTrainer(
         core,
         tokenizer,
@@ -291,52 +298,94 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         batch_size=int(settings.batch_size),
         max_tokens=int(settings.max_tokens),
     )
+    with stage("eval_before", seconds):
+        before = evaluate_policy(core, tokenizer, *scoring)
+        heldout_before = trainer.evaluate(heldout_pairs) if heldout_pairs else {}
+    logger.log(before.metrics("eval/before/"), 0)
+    with stage("dpo", seconds):
+        trainer.train(train_pairs, int(settings.epochs), seed, logger, progress)
+    with stage("eval_after", seconds):
+        after = evaluate_policy(core, tokenizer, *scoring)
+        heldout_after = trainer.evaluate(heldout_pairs) if heldout_pairs else {}
+    logger.log(after.metrics("eval/after/"), trainer.steps)
+    metrics = {
+        **{f"dpo/heldout_before/{k}": v for k, v in heldout_before.items()},
+        **{f"dpo/heldout_after/{k}": v for k, v in heldout_after.items()},
+        "dpo/train_pairs": len(train_pairs),
+        "dpo/heldout_pairs": len(heldout_pairs),
+        "dpo/steps": trainer.steps,
+    }
+    return {"before": before, "after": after, "trainer": trainer, "metrics": metrics}
+
+
+def heldout_line(metrics: dict[str, Any]) -> str | None:
+    """The held-out pairs' accuracy and loss before and after, for a report (None without them)."""
+    if not metrics["dpo/heldout_pairs"]:
+        return None
+    before, after = "dpo/heldout_before/", "dpo/heldout_after/"
+    return (
+        f"held-out pairs ({metrics['dpo/heldout_pairs']}): implicit-reward accuracy "
+        f"{metrics[before + 'accuracy']:.3f} -> {metrics[after + 'accuracy']:.3f}, "
+        f"loss {metrics[before + 'loss']:.3f} -> {metrics[after + 'loss']:.3f}"
+    )
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Load the rankings, evaluate the base policy, train with DPO, evaluate again; saves the
+    adapters (``adapter/``), ``metrics.json`` and ``report.txt`` in ``run_dir``."""
+    from agents.rlhf import format_comparison, format_seconds, labeler_score_fn
+    from agents.train import resolve_device, seed_everything, write_metrics, write_text
+    from rlenv.feedback.collect import resolve_labeler_kind, select_prompts
+    from rlenv.feedback.rankings import load_rankings
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(int(cfg.seed))
+    torch.set_num_threads(int(cfg.torch_threads))
+    device = resolve_device(cfg.device)
+    records = load_rankings(cfg.data)
+    core, tokenizer = policy_core(cfg.model, cfg.lora, device)
     logger = instantiate(cfg.logger, log_dir=str(run_dir))
     task = cfg.task.prompts
     kind = resolve_labeler_kind(cfg.labeler, task if isinstance(task, str) else None)
     labeler = labeler_score_fn(kind)
     reward = _reward_fn(cfg, device) or labeler  # without a reward model, its row repeats the labeler's
     source = task if isinstance(task, str) else OmegaConf.to_container(task)
-    heldout_prompts = select_prompts(source, "heldout", int(cfg.evaluation.num_prompts))
+    heldout = select_prompts(source, "heldout", int(cfg.evaluation.num_prompts))
     seconds: dict[str, float] = {}
-    started = time.perf_counter()
-    before = evaluate_policy(core, tokenizer, heldout_prompts, reward, labeler, cfg.evaluation)
-    heldout_before = trainer.evaluate(heldout_pairs) if heldout_pairs else {}
-    seconds["eval_before"] = time.perf_counter() - started
-    logger.log(before.metrics("eval/before/"), 0)
-    started = time.perf_counter()
-    trainer.train(train_pairs, int(settings.epochs), int(cfg.seed), logger, bool(cfg.progress))
-    seconds["dpo"] = time.perf_counter() - started
-    started = time.perf_counter()
-    after = evaluate_policy(core, tokenizer, heldout_prompts, reward, labeler, cfg.evaluation)
-    heldout_after = trainer.evaluate(heldout_pairs) if heldout_pairs else {}
-    seconds["eval_after"] = time.perf_counter() - started
-    logger.log(after.metrics("eval/after/"), trainer.steps)
-    core.lm.save_pretrained(str(run_dir / "adapter"))
-    metrics: dict[str, Any] = {
-        **before.metrics("eval/before/"),
-        **after.metrics("eval/after/"),
-        **{f"dpo/heldout_before/{k}": v for k, v in heldout_before.items()},
-        **{f"dpo/heldout_after/{k}": v for k, v in heldout_after.items()},
-        "dpo/train_pairs": len(train_pairs),
-        "dpo/heldout_pairs": len(heldout_pairs),
-        "dpo/steps": trainer.steps,
-        **{f"perf/{k}_seconds": v for k, v in seconds.items()},
-    }
-    write_metrics(run_dir / "metrics.json", metrics)
-    title = f"DPO, {len(train_pairs)} pairs x {int(settings.epochs)} epochs, beta {float(settings.beta):g}"
-    lines = format_comparison(title, before, after, int(cfg.evaluation.num_samples), kind == "toxicity")
-    if heldout_pairs:
-        lines.append(
-            f"held-out pairs ({len(heldout_pairs)}): implicit-reward accuracy "
-            f"{heldout_before['accuracy']:.3f} -> {heldout_after['accuracy']:.3f}, "
-            f"loss {heldout_before['loss']:.3f} -> {heldout_after['loss']:.3f}"
+    try:
+        result = train_and_evaluate(
+            core,
+            tokenizer,
+            records,
+            cfg.dpo,
+            (heldout, reward, labeler, cfg.evaluation),
+            logger,
+            int(cfg.seed),
+            bool(cfg.progress),
+            seconds,
         )
-    lines.append(format_seconds(seconds))
-    report = "\n".join(lines)
-    write_text(run_dir / "report.txt", report + "\n")
-    print(report)
-    logger.close()
+        core.lm.save_pretrained(str(run_dir / "adapter"))
+        before, after = result["before"], result["after"]
+        metrics: dict[str, Any] = {
+            **before.metrics("eval/before/"),
+            **after.metrics("eval/after/"),
+            **result["metrics"],
+            **{f"perf/seconds/{k}": v for k, v in seconds.items()},
+        }
+        write_metrics(run_dir / "metrics.json", metrics)
+        settings = cfg.dpo
+        title = (
+            f"DPO, {metrics['dpo/train_pairs']} pairs x {int(settings.epochs)} epochs, "
+            f"beta {float(settings.beta):g}"
+        )
+        lines = format_comparison(title, before, after, int(cfg.evaluation.num_samples), kind == "toxicity")
+        lines += [line for line in (heldout_line(metrics), format_seconds(seconds)) if line]
+        report = "\n".join(lines)
+        write_text(run_dir / "report.txt", report + "\n")
+        print(report)
+    finally:
+        logger.close()
     return metrics
 
 
@@ -351,9 +400,19 @@ def _reward_fn(cfg: DictConfig, device: torch.device) -> Any:
     return RewardModelReward(RewardModel.load(path, device=device))
 
 
-@hydra.main(config_path="../conf", config_name="dpo", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run(cfg, HydraConfig.get().runtime.output_dir)
+@hydra.main(version_base="1.3", config_path="pkg://conf", config_name="dpo")
+def _main(cfg: DictConfig) -> float:
+    metrics = run(cfg, HydraConfig.get().runtime.output_dir)
+    return float(metrics["eval/after/labeler_score"])
+
+
+def main() -> None:
+    """The command line entry point (``python -m agents.dpo``, ``rlenv-dpo``)."""
+    from agents.run.jobs import check_plugins, remember_command_line
+
+    check_plugins(sys.argv[1:])
+    remember_command_line(sys.argv[1:])
+    _main()
 
 
 if __name__ == "__main__":

@@ -369,8 +369,42 @@ def ppo_and_eval(cfg: DictConfig, run_dir: Path, parts: dict[str, Any], seconds:
     return {"before": before, "after": after, "trainer": trainer}
 
 
+def dpo_and_eval(
+    cfg: DictConfig, run_dir: Path, parts: dict[str, Any], seconds: dict[str, float], records: list[Any]
+) -> dict:
+    """``method=dpo``: evaluate the base policy, train it with DPO on the collected rankings'
+    pairs (:mod:`agents.dpo`; the reward model only scores the evaluation), evaluate again."""
+    from agents.dpo import heldout_line, policy_core, train_and_evaluate
+
+    core, tokenizer = policy_core(cfg.env.model, cfg.network.actor_critic.lora, resolve_device(cfg.device))
+    heldout = task_prompts(cfg, "heldout", int(cfg.evaluation.num_prompts))
+    scoring = (heldout, parts["reward"].reward_fn, parts["labeler"], cfg.evaluation)
+    result = train_and_evaluate(
+        core,
+        tokenizer,
+        records,
+        cfg.dpo,
+        scoring,
+        parts["logger"],
+        int(cfg.seed),
+        bool(cfg.train.progress),
+        seconds,
+    )
+    core.lm.save_pretrained(str(run_dir / "adapter"))
+    line = heldout_line(result["metrics"])
+    if line:
+        log.info("%s", line)
+    steps = result["trainer"].steps
+    return {**result, "trainer": {"env_steps": steps, "updates": steps}}
+
+
+METHODS = ("ppo", "dpo")
+
+
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Run every stage as ``cfg`` says; returns the final metrics (also in ``metrics.json``)."""
+    if cfg.get("method", "ppo") not in METHODS:
+        raise ValueError(f"method={cfg.method!r} is not one of {list(METHODS)}")
     run_dir = Path(run_dir)
     claim_run_dir(run_dir)
     set_job_threads(cfg.train.torch_threads)
@@ -388,9 +422,13 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         labeler = labeler_score_fn(labeler_kind(cfg))
         reward = monitored_reward(reward_model, labeler, records)
         parts = {"reward": reward, "labeler": labeler, "logger": logger}
-        result = ppo_and_eval(cfg, run_dir, parts, seconds)
+        if cfg.get("method", "ppo") == "dpo":
+            result = dpo_and_eval(cfg, run_dir, parts, seconds, records)
+        else:
+            result = ppo_and_eval(cfg, run_dir, parts, seconds)
         before, after = result["before"], result["after"]
-        title = f"RLHF {labeler_kind(cfg)}: {len(before.prompts)} held-out prompts, before vs after PPO"
+        method = str(cfg.get("method", "ppo")).upper()
+        title = f"RLHF {labeler_kind(cfg)}: {len(before.prompts)} held-out prompts, before vs after {method}"
         toxicity = labeler_kind(cfg) == "toxicity"
         report = format_report(
             title, before, after, rm_metrics, seconds, int(cfg.evaluation.num_samples), toxicity
@@ -402,6 +440,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             **rm_metrics,
             **before.metrics("eval/before/"),
             **after.metrics("eval/after/"),
+            **result.get("metrics", {}),
             **{f"perf/seconds/{name}": value for name, value in seconds.items()},
             "perf/env_steps": result["trainer"]["env_steps"],
         }

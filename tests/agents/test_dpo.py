@@ -26,7 +26,9 @@ def test_loss_is_the_dpo_objective_and_pushes_the_chosen_completion_up():
     reference_chosen, reference_rejected = torch.tensor([-3.5, -4.0]), torch.tensor([-3.5, -3.0])
     loss, metrics = dpo.dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, 0.5)
     margins = 0.5 * ((policy_chosen - reference_chosen) - (policy_rejected - reference_rejected))
-    assert float(loss.detach()) == pytest.approx(float(-torch.nn.functional.logsigmoid(margins.detach()).mean()))
+    assert float(loss.detach()) == pytest.approx(
+        float(-torch.nn.functional.logsigmoid(margins.detach()).mean())
+    )
     assert metrics["accuracy"] == 0.5 and metrics["margin"] == pytest.approx(float(margins.mean()))
     loss.backward()
     assert bool((policy_chosen.grad < 0).all()) and bool((policy_rejected.grad > 0).all())

@@ -114,3 +114,17 @@ def test_pipeline_reuses_rankings_and_reward_model_of_a_previous_run(tmp_path) -
     for name in ("val_accuracy", "num_val_pairs", "score_mean"):
         assert second[f"reward_model/{name}"] == pytest.approx(first[f"reward_model/{name}"], nan_ok=True)
     assert second["eval/before/rm_score"] == pytest.approx(first["eval/before/rm_score"], abs=1e-5)
+
+
+def test_pipeline_with_dpo_trains_on_the_collected_pairs(tmp_path, capsys) -> None:
+    torch.set_num_threads(1)
+    dpo = ["method=dpo", "dpo.epochs=2", "dpo.batch_size=4", "dpo.lr=5e-3", "dpo.heldout_fraction=0.34"]
+    metrics = rlhf.run(compose_rlhf(TINY + dpo), tmp_path)
+    out = capsys.readouterr().out
+    assert "before vs after DPO" in out
+    assert metrics["dpo/train_pairs"] > 0 and metrics["dpo/steps"] == metrics["perf/env_steps"] > 0
+    assert metrics["perf/seconds/dpo"] > 0 and "perf/seconds/ppo" not in metrics
+    assert metrics["eval/before/kl"] == pytest.approx(0.0, abs=1e-4) and metrics["eval/after/kl"] != 0.0
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    with pytest.raises(ValueError, match="method='sft'"):
+        rlhf.run(compose_rlhf(TINY + ["method=sft"]), tmp_path / "other")
