@@ -464,8 +464,7 @@ class PPOAgent:
                 samples.new_log_probs, samples.old_log_probs, samples.reference_log_probs
             )
             count = samples.new_log_probs.numel()  # kept for _gradient_step, which decides
-            loss = value_coef * terms.value + estimate
-            self._toward_reference = (loss, float(estimate.detach()) * count, count)
+            self._toward_reference = (estimate, float(estimate.detach()) * count, count)
         total = terms.policy + value_coef * terms.value + self.entropy_coef * terms.entropy
         if samples.reference_log_probs is not None and self.kl is not None:
             kl_term = kl_estimate(
@@ -484,16 +483,18 @@ class PPOAgent:
         rows in it).
 
         With a KL ceiling (``kl_ceiling``), a minibatch whose estimated KL to the reference
-        (over all processes) is above it takes a switching step instead: the gradient of that
-        estimate (and of the value loss), a step of the length of the last optimizer step
-        straight down it, the optimizer's moments left alone (with Adam's momentum, a step
-        through the optimizer would be mostly the objective's last direction)."""
+        (over all processes) is above it takes a switching step instead, straight down the
+        gradient ``g`` of that estimate: the step that brings the linearised estimate back to
+        the ceiling, ``excess / |g|`` long, at most as long as the last optimizer step, with
+        the optimizer's moments left alone (with Adam's momentum, a step through the
+        optimizer would be mostly the objective's last direction)."""
         parameters = [p for p in self.network.parameters() if p.requires_grad]
-        switch, toward = False, self._toward_reference
+        switch, toward, excess = False, self._toward_reference, 0.0
         self._toward_reference = None
         if self._token_ceiling is not None:
             kl_sum, count = distributed.sum_floats(*(toward[1:] if toward is not None else (0.0, 0)))
-            switch = count > 0 and kl_sum / count > self._token_ceiling and self._step_length is not None
+            excess = kl_sum / count - self._token_ceiling if count > 0 else 0.0
+            switch = excess > 0 and self._step_length is not None
         self.optimizer.zero_grad()
         loss = toward[0] if switch and toward is not None else total
         if loss is not None:
@@ -508,7 +509,8 @@ class PPOAgent:
         if switch:
             self._ceiling_steps += 1
             if float(grad_norm) > 0:
-                scale = -float(self._step_length) / float(grad_norm)
+                length = min(float(self._step_length or 0.0), excess / float(grad_norm))
+                scale = -length / float(grad_norm)
                 with torch.no_grad():
                     torch._foreach_add_(with_grad, [p.grad for p in with_grad], alpha=scale)
             self.optimizer.zero_grad()

@@ -39,7 +39,9 @@ minibatch step it estimates the KL of the policy being optimised
 (:func:`policy_kl_to_reference`, scaled to nats per completion by the batch's tokens per
 completion); above ``c * target`` that step descends this KL estimate alone instead of the
 PPO objective (a switching step, as in switching subgradient methods for constrained
-problems). The controller then settles ``beta`` below the ceiling without the overshoot.
+problems), by as much as brings the linearised estimate back to the ceiling (a Polyak step,
+at most as long as the last optimizer step). The controller then settles ``beta`` below the
+ceiling without the overshoot.
 """
 
 from __future__ import annotations
