@@ -128,6 +128,19 @@ def train(run_dir: Path, args: argparse.Namespace, target: float, variant: str, 
     return time.perf_counter() - started
 
 
+def training_kl(run_dir: Path, target: float, warm_up: int = 5) -> dict[str, float]:
+    """The per-update training KL (``charts/kl``) after the first ``warm_up`` updates: its mean,
+    range and the share of updates within +-25 % of ``target``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
+    values = [event.value for event in events.Scalars("charts/kl")][warm_up:]
+    if not values:
+        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "within": float("nan")}
+    within = sum(abs(v / target - 1) <= 0.25 for v in values) / len(values)
+    return {"mean": sum(values) / len(values), "low": min(values), "high": max(values), "within": within}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", type=float, nargs="+", default=[1.0], help="agent.kl.target values")
@@ -152,19 +165,24 @@ def main() -> None:
             seconds = train(run_dir, args, target, variant, train_file)
             after = evaluate(run_dir, args.model, heldout, args.new_tokens, args.seed)
             updates = json.loads((run_dir / "metrics.json").read_text())["perf/env_steps"]
-            rows.append((variant, target, after, seconds, updates))
+            held = training_kl(run_dir, target)
+            rows.append((variant, target, after, seconds, updates, held))
             print(
                 f"{variant:<6} target {target:<4g} VADER {before['vader']:.3f} -> {after['vader']:.3f} "
                 f"({after['vader'] - before['vader']:+.3f}), KL {after['kl']:.2f}, "
-                f"length {after['length']:.1f}, {seconds / 60:.1f} min wall, {updates:.0f} tokens trained",
+                f"length {after['length']:.1f}, {seconds / 60:.1f} min wall, {updates:.0f} tokens trained; "
+                f"training KL after 5 updates: mean {held['mean']:.2f}, "
+                f"{held['low']:.2f}-{held['high']:.2f}, "
+                f"{held['within']:.0%} of updates within +-25 %",
                 flush=True,
             )
             for sample in after["samples"]:
                 print(f"    {sample!r}")
-    print(f"\n{'variant':<8}{'target':>7}{'VADER gain':>12}{'KL':>8}{'length':>8}")
-    for variant, target, after, _, _ in rows:
+    print(f"\n{'variant':<8}{'target':>7}{'VADER gain':>12}{'KL':>8}{'train KL':>10}{'length':>8}")
+    for variant, target, after, _, _, held in rows:
         gain = after["vader"] - before["vader"]
-        print(f"{variant:<8}{target:>7g}{gain:>+12.3f}{after['kl']:>8.2f}{after['length']:>8.1f}")
+        line = f"{variant:<8}{target:>7g}{gain:>+12.3f}{after['kl']:>8.2f}{held['mean']:>10.2f}"
+        print(line + f"{after['length']:>8.1f}")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def test_rlhf_kl_budget_runs_with_the_tiny_model():
         "env.vector.window=32",
         "num_envs=4",
     )
-    assert "VADER gain" in out and "gae" in out
+    assert "VADER gain" in out and "gae" in out and "train KL" in out
 
 
 def test_sweep_parallel_prints_the_ratio_and_the_summary(tmp_path):
