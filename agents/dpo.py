@@ -340,6 +340,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     seed_everything(int(cfg.seed))
     torch.set_num_threads(int(cfg.torch_threads))
     device = resolve_device(cfg.device)

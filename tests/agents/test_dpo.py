@@ -130,3 +130,26 @@ def test_entry_point_trains_and_reports_before_and_after(tmp_path, capsys):
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").exists()
     out = capsys.readouterr().out
     assert "labeler score" in out and "implicit-reward accuracy" in out
+
+
+def test_a_dpo_run_exports_as_a_merged_model(tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from agents import export
+
+    trainer = tiny_trainer(beta=0.5, lr=5e-3, batch_size=4)
+    trainer.train([Pair("good great fun", "bad awful boring", p) for p in PROMPTS], epochs=3, seed=0)
+    run = tmp_path / "run"
+    trainer.core.lm.save_pretrained(str(run / "adapter"))
+    (run / "config.yaml").write_text(
+        "model: tiny\nlora: {r: 8, alpha: 16, dropout: 0.0, target_modules: [q_proj, v_proj]}\n"
+    )
+    out = export.export(run, tmp_path / "merged", "merged")
+    input_ids = torch.tensor([[3, 4, 5, 6]])
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(out)(input_ids=input_ids).logits
+        adapted = PeftModel.from_pretrained(load_causal_lm("tiny"), run / "adapter")(
+            input_ids=input_ids
+        ).logits
+    assert torch.allclose(merged, adapted, atol=1e-4)
