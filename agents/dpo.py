@@ -290,6 +290,14 @@ def train_and_evaluate(
     pairs = records_to_pairs(list(records), min_pair_agreement=settings.min_pair_agreement)
     train_pairs, heldout_pairs = split_pairs(pairs, float(settings.heldout_fraction), seed)
     log.info("%d pairs, %d to train, %d held out", len(pairs), len(train_pairs), len(heldout_pairs))
+    if not train_pairs:
+        raise ValueError(
+            f"too few preference pairs for DPO: {len(pairs)} from {len(records)} rankings, "
+            f"{len(train_pairs)} left to train on after holding out {len(heldout_pairs)} "
+            f"(min_pair_agreement={settings.min_pair_agreement}, "
+            f"heldout_fraction={settings.heldout_fraction}); "
+            "rank more completions or lower those settings"
+        )
     trainer = DPOTrainer(
         core,
         tokenizer,

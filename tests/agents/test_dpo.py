@@ -153,3 +153,14 @@ def test_a_dpo_run_exports_as_a_merged_model(tmp_path):
             input_ids=input_ids
         ).logits
     assert torch.allclose(merged, adapted, atol=1e-4)
+
+
+def test_too_few_pairs_are_refused_with_the_count(tmp_path):
+    tied = RankingRecord(
+        prompt="the movie was", completions=("good", "bad"), criterion="c", labels=(Label("a", (1, 1)),)
+    )
+    write_rankings(tmp_path / "ties.jsonl", [tied])
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose(config_name="dpo", overrides=[f"data={tmp_path / 'ties.jsonl'}", "model=tiny"])
+    with pytest.raises(ValueError, match="too few preference pairs for DPO: 0 from 1 rankings"):
+        dpo.run(cfg, tmp_path / "run")
