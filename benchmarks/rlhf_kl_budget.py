@@ -128,17 +128,27 @@ def train(run_dir: Path, args: argparse.Namespace, target: float, variant: str, 
     return time.perf_counter() - started
 
 
-def training_kl(run_dir: Path, target: float, warm_up: int = 5) -> dict[str, float]:
-    """The per-update training KL (``charts/kl``) after the first ``warm_up`` updates: its mean,
-    range and the share of updates within +-25 % of ``target``."""
+def training_kl(run_dir: Path, target: float) -> dict[str, float]:
+    """The per-update training KL (``charts/kl``) after warm-up, the updates until it first
+    reached the +-25 % band of ``target`` (``warm_up``): its mean, range and the share of
+    those updates within the band."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
-    values = [event.value for event in events.Scalars("charts/kl")][warm_up:]
-    if not values:
-        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "within": float("nan")}
-    within = sum(abs(v / target - 1) <= 0.25 for v in values) / len(values)
-    return {"mean": sum(values) / len(values), "low": min(values), "high": max(values), "within": within}
+    values = [event.value for event in events.Scalars("charts/kl")]
+    warm_up = next((i for i, v in enumerate(values) if v >= 0.75 * target), len(values))
+    held = values[warm_up:]
+    if not held:
+        nan = float("nan")
+        return {"warm_up": float(warm_up), "mean": nan, "low": nan, "high": nan, "within": nan}
+    within = sum(abs(v / target - 1) <= 0.25 for v in held) / len(held)
+    return {
+        "warm_up": float(warm_up),
+        "mean": sum(held) / len(held),
+        "low": min(held),
+        "high": max(held),
+        "within": within,
+    }
 
 
 def main() -> None:
@@ -171,7 +181,7 @@ def main() -> None:
                 f"{variant:<6} target {target:<4g} VADER {before['vader']:.3f} -> {after['vader']:.3f} "
                 f"({after['vader'] - before['vader']:+.3f}), KL {after['kl']:.2f}, "
                 f"length {after['length']:.1f}, {seconds / 60:.1f} min wall, {updates:.0f} tokens trained; "
-                f"training KL after 5 updates: mean {held['mean']:.2f}, "
+                f"training KL after {held['warm_up']:.0f} warm-up updates: mean {held['mean']:.2f}, "
                 f"{held['low']:.2f}-{held['high']:.2f}, "
                 f"{held['within']:.0%} of updates within +-25 %",
                 flush=True,
