@@ -27,7 +27,8 @@ import logging
 import math
 import random
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -209,14 +210,22 @@ class DPOTrainer:
         return {name: value / max(len(pairs), 1) for name, value in totals.items()}
 
     def train(
-        self, pairs: Sequence[Pair], epochs: int, seed: int, logger: Any = None, progress: bool = False
+        self,
+        pairs: Sequence[Pair],
+        epochs: int,
+        seed: int,
+        logger: Any = None,
+        progress: bool = False,
+        max_seconds: float | None = None,
     ) -> dict[str, float]:
-        """``epochs`` passes over ``pairs`` in shuffled batches; the reference log-probs are
+        """``epochs`` passes over ``pairs`` in shuffled batches, or fewer steps if training
+        (the reference pass included) reaches ``max_seconds``; the reference log-probs are
         computed once (the reference does not change). Returns the last step's metrics."""
         if not pairs:
             raise ValueError("no preference pairs to train on (every ranking was a tie or filtered out)")
         if epochs < 1:
             raise ValueError(f"dpo.epochs must be >= 1, got {epochs}")
+        started = time.perf_counter()
         chunks = [pairs[i : i + self.batch_size] for i in range(0, len(pairs), self.batch_size)]
         computed = [self.reference_log_probs(chunk) for chunk in chunks]
         chosen_ref = torch.cat([c for c, _ in computed])
@@ -224,18 +233,25 @@ class DPOTrainer:
         order = torch.Generator().manual_seed(seed)
         metrics: dict[str, float] = {}
         bar = _progress(epochs * len(chunks), progress)
-        for _ in range(epochs):
-            for rows in torch.randperm(len(pairs), generator=order).split(self.batch_size):
-                batch = [pairs[int(i)] for i in rows]
-                metrics = self.step(batch, (chosen_ref[rows], rejected_ref[rows]))
-                if logger is not None:
-                    logger.log({f"dpo/{k}": v for k, v in metrics.items()}, self.steps)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix({"loss": f"{metrics['loss']:.3f}", "acc": f"{metrics['accuracy']:.2f}"})
+        for rows in self._batches(len(pairs), epochs, order):
+            if max_seconds is not None and time.perf_counter() - started >= max_seconds:
+                log.info("dpo: max_seconds=%g reached after %d steps", max_seconds, self.steps)
+                break
+            batch = [pairs[int(i)] for i in rows]
+            metrics = self.step(batch, (chosen_ref[rows], rejected_ref[rows]))
+            if logger is not None:
+                logger.log({f"dpo/{k}": v for k, v in metrics.items()}, self.steps)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({"loss": f"{metrics['loss']:.3f}", "acc": f"{metrics['accuracy']:.2f}"})
         if bar is not None:
             bar.close()
         return metrics
+
+    def _batches(self, count: int, epochs: int, order: torch.Generator) -> Iterator[Tensor]:
+        """Row indices of each batch: ``epochs`` shuffled passes over ``count`` pairs."""
+        for _ in range(epochs):
+            yield from torch.randperm(count, generator=order).split(self.batch_size)
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -311,7 +327,8 @@ def train_and_evaluate(
         heldout_before = trainer.evaluate(heldout_pairs) if heldout_pairs else {}
     logger.log(before.metrics("eval/before/"), 0)
     with stage("dpo", seconds):
-        trainer.train(train_pairs, int(settings.epochs), seed, logger, progress)
+        budget = settings.get("max_seconds")
+        trainer.train(train_pairs, int(settings.epochs), seed, logger, progress, budget)
     with stage("eval_after", seconds):
         after = evaluate_policy(core, tokenizer, *scoring)
         heldout_after = trainer.evaluate(heldout_pairs) if heldout_pairs else {}

@@ -76,6 +76,9 @@ def test_training_raises_the_implicit_reward_margin_and_keeps_the_reference():
     assert after["accuracy"] == 1.0 and after["margin"] > 1.0 and after["loss"] < before["loss"]
     for old, new in zip(reference_before, trainer.reference_log_probs(pairs), strict=True):
         assert torch.allclose(old, new)  # adapters off: the base weights did not move
+    assert trainer.steps == 15 * 2  # 6 pairs in batches of 4
+    trainer.train(pairs, epochs=5, seed=0, max_seconds=0.0)  # the budget is spent by the reference pass
+    assert trainer.steps == 30
     with pytest.raises(ValueError, match="no preference pairs"):
         trainer.train([], epochs=1, seed=0)
     with pytest.raises(ValueError, match="dpo.beta"):
