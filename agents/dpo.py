@@ -56,8 +56,9 @@ def dpo_loss(
     """The mean DPO loss over a batch of pairs and its diagnostics.
 
     Shapes: the four sequence log-probabilities (B,) -> loss (). Metrics: ``accuracy`` (share of
-    pairs whose chosen completion has the higher implicit reward), ``margin`` (mean implicit
-    reward difference), ``chosen_reward`` and ``rejected_reward`` (means).
+    pairs whose chosen completion has the higher implicit reward, a tie counting half),
+    ``margin`` (mean implicit reward difference), ``chosen_reward`` and ``rejected_reward``
+    (means).
     """
     if not beta > 0:
         raise ValueError(f"DPO beta must be positive, got {beta}")
@@ -67,7 +68,7 @@ def dpo_loss(
     loss = -F.logsigmoid(margin).mean()
     seen = margin.detach()
     metrics = {
-        "accuracy": float((seen > 0).float().mean()),
+        "accuracy": float(((seen > 0).float() + 0.5 * (seen == 0).float()).mean()),  # a tie counts half
         "margin": float(seen.mean()),
         "chosen_reward": float(chosen.detach().mean()),
         "rejected_reward": float(rejected.detach().mean()),
@@ -192,10 +193,10 @@ class DPOTrainer:
         norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm or math.inf)
         if not bool(torch.isfinite(norm)):
             self.optimizer.zero_grad()
-            return {"loss": float(loss), **metrics, "skipped": 1.0}
+            return {"loss": float(loss.detach()), **metrics, "skipped": 1.0}
         self.optimizer.step()
         self.steps += 1
-        return {"loss": float(loss), **metrics, "grad_norm": float(norm), "skipped": 0.0}
+        return {"loss": float(loss.detach()), **metrics, "grad_norm": float(norm), "skipped": 0.0}
 
     @torch.no_grad()
     def evaluate(self, pairs: Sequence[Pair]) -> dict[str, float]:
