@@ -33,10 +33,10 @@ from agents.ppo.batches import EpisodeBatch, StepBatch, batch_layout, policy_out
 from agents.ppo.kl import (
     KL_ESTIMATORS,
     KL_PLACEMENTS,
+    KLCeiling,
     KLController,
     kl_estimate,
     kl_penalized_rewards,
-    policy_kl_to_reference,
     whiten_rewards,
 )
 from agents.ppo.loss import PPOLossTerms, explained_variance, logit_spread, ppo_loss, ppo_update
@@ -225,18 +225,7 @@ class PPOAgent:
             raise ValueError(f"max_grad_norm must be positive or null (no clipping), got {max_grad_norm}")
         if target_kl is not None and not target_kl > 0:
             raise ValueError(f"target_kl must be positive or null (no early stop), got {target_kl}")
-        if kl_ceiling is not None:
-            if not kl_ceiling > 0:
-                raise ValueError(
-                    f"kl_ceiling must be a positive factor of kl.target or null, got {kl_ceiling!r}"
-                )
-            if getattr(kl, "target", None) is None:
-                raise ValueError(
-                    f"kl_ceiling={kl_ceiling} is a factor of the KL controller's target, but "
-                    f"kl={type(kl).__name__ if kl is not None else None} has none; use "
-                    "agents.ppo.kl.PIKLController or AdaptiveKLController, or kl_ceiling=null"
-                )
-        self.kl_ceiling = None if kl_ceiling is None else float(kl_ceiling)
+        self.ceiling = None if kl_ceiling is None else KLCeiling(kl_ceiling, kl)
         self.device = torch.device(device)
         self.rollout_steps = int(rollout_steps)
         self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
@@ -256,10 +245,6 @@ class PPOAgent:
         self.bootstrap_truncated = bool(bootstrap_truncated)
         self.kl_estimator, self.kl_placement = kl_estimator, kl_placement
         self.advantage, self.group_size = advantage, int(group_size)
-        self._ceiling_steps = 0
-        self._token_ceiling: float | None = None
-        self._toward_reference: tuple[Tensor, float, int] | None = None
-        self._step_length: float | None = None  # of the last optimizer step (with a KL ceiling)
         self.updates = 0
         self.env_steps = 0
 
@@ -306,20 +291,16 @@ class PPOAgent:
                 f"rollout holds {rows} {unit} (T={rollout.num_steps} x B={rollout.num_envs}), "
                 f"fewer than num_minibatches={self.num_minibatches}"
             )
-        rewards, reference, metrics = self._penalized_rewards(rollout, layout)
+        rewards, reference, metrics, counts = self._penalized_rewards(rollout, layout)
         if self.advantage == "gae":
             advantages, returns = self._advantages(rollout, rewards)
         else:
             advantages, returns = self._group_advantages(rollout, rewards)
-        in_loss = self.kl is not None and (self.kl_placement == "loss" or self.kl_ceiling is not None)
+        in_loss = self.kl is not None and (self.kl_placement == "loss" or self.ceiling is not None)
         batch = layout.from_rollout(rollout, advantages, returns, reference if in_loss else None)
         learning_rate = float(self.optimizer.param_groups[0]["lr"])
-        token_ceiling = None
-        if self.kl_ceiling is not None and self.kl is not None and self.kl.coef > 0:
-            episodes, tokens = self._episodes_and_steps(rollout)
-            # nats per completion -> nats per token, the unit of the minibatch estimate
-            token_ceiling = self.kl_ceiling * float(self.kl.target) * episodes / max(tokens, 1)  # type: ignore[attr-defined]
-        self._token_ceiling, self._ceiling_steps = token_ceiling, 0
+        if self.ceiling is not None:
+            self.ceiling.start(*counts)
         metrics |= ppo_update(
             batch,
             self._minibatch_loss,
@@ -336,30 +317,23 @@ class PPOAgent:
         valid = rollout.valid_mask
         metrics["diag/explained_variance"] = explained_variance(rollout.values[valid], returns[valid])
         metrics["diag/learning_rate"] = learning_rate
-        if token_ceiling is not None:
-            metrics["diag/kl_ceiling_steps"] = float(self._ceiling_steps)
-        self._token_ceiling = None
+        if self.ceiling is not None:
+            metrics |= self.ceiling.finish()
         return metrics
-
-    def _episodes_and_steps(self, rollout: Rollout) -> tuple[int, int]:
-        """Episodes ended in ``rollout`` and its valid steps, summed over the processes."""
-        episodes = int(rollout.done.sum()) if not rollout.whole_episodes else rollout.num_envs
-        steps = rollout.num_valid
-        if distributed.is_distributed():
-            episodes_sum, steps_sum = distributed.sum_floats(episodes, steps)
-            episodes, steps = int(episodes_sum), int(steps_sum)
-        return episodes, steps
 
     @torch.no_grad()
     def _penalized_rewards(
         self, rollout: Rollout, layout: type[StepBatch | EpisodeBatch]
-    ) -> tuple[Tensor, Tensor | None, dict[str, float]]:
+    ) -> tuple[Tensor, Tensor | None, dict[str, float], tuple[int, int]]:
         """The rollout's rewards with the KL penalty (placement ``reward``) and whitening
-        applied, the reference log-probs of the taken actions (when there is a KL), KL metrics.
+        applied, the reference log-probs of the taken actions (when there is a KL), KL metrics,
+        and the episodes and valid steps the KL was measured over (all processes; (0, 0)
+        without a KL).
 
         The KL measured (k1 summed per completion) drives the controller whatever the
         estimator and placement of the penalty."""
         valid = rollout.valid_mask
+        counts = (0, 0)
         if self.kl is None:
             rewards, reference, metrics = torch.where(valid, rollout.rewards.float(), 0.0), None, {}
         else:
@@ -370,8 +344,12 @@ class PPOAgent:
                 rollout.rewards, rollout.log_probs, reference, valid, in_reward, self.kl_estimator
             )
             rewards = penalized.rewards
-            episodes = self._episodes_and_steps(rollout)[0]  # one controller input on every process
-            kl_sum = float(distributed.sum_floats(float(penalized.kl.sum()))[0])
+            episodes = int(rollout.done.sum()) if not rollout.whole_episodes else rollout.num_envs
+            # one controller input on every process
+            kl_sum, episodes_sum, steps = distributed.sum_floats(
+                float(penalized.kl.sum()), episodes, rollout.num_valid
+            )
+            episodes, counts = int(episodes_sum), (int(episodes_sum), int(steps))
             kl_per_episode = kl_sum / max(episodes, 1)
             metrics = {
                 "charts/kl": kl_per_episode,
@@ -386,7 +364,7 @@ class PPOAgent:
                 self.kl.update(kl_per_episode, episodes)
         if self.whiten_rewards:
             rewards = whiten_rewards(rewards, valid)
-        return rewards, reference, metrics
+        return rewards, reference, metrics, counts
 
     @torch.no_grad()
     def _group_advantages(self, rollout: Rollout, rewards: Tensor) -> tuple[Tensor, Tensor]:
@@ -458,13 +436,8 @@ class PPOAgent:
             self.clip_value,
         )
         value_coef = self.value_coef if self.advantage == "gae" else 0.0  # no critic to train otherwise
-        self._toward_reference = None
-        if self._token_ceiling is not None and samples.reference_log_probs is not None:
-            estimate = policy_kl_to_reference(
-                samples.new_log_probs, samples.old_log_probs, samples.reference_log_probs
-            )
-            count = samples.new_log_probs.numel()  # kept for _gradient_step, which decides
-            self._toward_reference = (estimate, float(estimate.detach()) * count, count)
+        if self.ceiling is not None:  # kept for _gradient_step, which decides
+            self.ceiling.observe(samples.new_log_probs, samples.old_log_probs, samples.reference_log_probs)
         total = terms.policy + value_coef * terms.value + self.entropy_coef * terms.entropy
         if samples.reference_log_probs is not None and self.kl is not None:
             kl_term = kl_estimate(
@@ -489,14 +462,10 @@ class PPOAgent:
         the optimizer's moments left alone (with Adam's momentum, a step through the
         optimizer would be mostly the objective's last direction)."""
         parameters = [p for p in self.network.parameters() if p.requires_grad]
-        switch, toward, excess = False, self._toward_reference, 0.0
-        self._toward_reference = None
-        if self._token_ceiling is not None:
-            kl_sum, count = distributed.sum_floats(*(toward[1:] if toward is not None else (0.0, 0)))
-            excess = kl_sum / count - self._token_ceiling if count > 0 else 0.0
-            switch = excess > 0 and self._step_length is not None
+        excess, toward = self.ceiling.excess() if self.ceiling is not None else (0.0, None)
+        switch = excess > 0
         self.optimizer.zero_grad()
-        loss = toward[0] if switch and toward is not None else total
+        loss = toward if switch else total
         if loss is not None:
             loss.backward()
         distributed.reduce_gradients(parameters, weight)
@@ -506,20 +475,14 @@ class PPOAgent:
             self.optimizer.zero_grad()
             return False
         with_grad = [p for p in parameters if p.grad is not None]
-        if switch:
-            self._ceiling_steps += 1
-            if float(grad_norm) > 0:
-                length = min(float(self._step_length or 0.0), excess / float(grad_norm))
-                scale = -length / float(grad_norm)
-                with torch.no_grad():
-                    torch._foreach_add_(with_grad, [p.grad for p in with_grad], alpha=scale)
+        if switch and self.ceiling is not None:
+            self.ceiling.switch(with_grad, float(grad_norm), excess)
             self.optimizer.zero_grad()
             return True
-        before = [p.detach().clone() for p in with_grad] if self.kl_ceiling is not None else None
+        before = self.ceiling.snapshot(with_grad) if self.ceiling is not None else None
         self.optimizer.step()
-        if before is not None:
-            moved = [float((p.detach() - b).square().sum()) for p, b in zip(with_grad, before, strict=True)]
-            self._step_length = math.sqrt(sum(moved))
+        if before is not None and self.ceiling is not None:
+            self.ceiling.remember_step(with_grad, before)
         return True
 
     def state_dict(self) -> dict[str, Any]:

@@ -308,3 +308,86 @@ def whiten_rewards(rewards: Tensor, valid: Tensor, eps: float = 1e-8) -> Tensor:
     if count < 2 or std is None:
         return torch.where(valid, rewards, 0.0)
     return torch.where(valid, rewards / (std + eps), 0.0)
+
+
+class KLCeiling:
+    """The KL ceiling inside a PPO update (module docs, "The ceiling").
+
+    Per update, :meth:`start` turns ``factor * controller.target`` (nats per completion) into
+    nats per token. Per minibatch, :meth:`observe` keeps the policy's estimated KL to the
+    reference; :meth:`excess` says (on every process alike) how far above the ceiling it is,
+    and :meth:`switch` takes the step down its gradient. :meth:`snapshot` and
+    :meth:`remember_step` measure the length of the optimizer's steps, which bounds a switch.
+
+    Args:
+        factor: the ceiling as a multiple of the controller's target (> 0).
+        controller: a KL controller with a ``target`` (:class:`PIKLController`,
+            :class:`AdaptiveKLController`).
+    """
+
+    def __init__(self, factor: float, controller: Any) -> None:
+        if not factor > 0:
+            raise ValueError(f"kl_ceiling must be a positive factor of kl.target or null, got {factor!r}")
+        if getattr(controller, "target", None) is None:
+            raise ValueError(
+                f"kl_ceiling={factor} is a factor of the KL controller's target, but "
+                f"kl={type(controller).__name__ if controller is not None else None} has none; use "
+                "agents.ppo.kl.PIKLController or AdaptiveKLController, or kl_ceiling=null"
+            )
+        self.factor, self.controller = float(factor), controller
+        self.token_ceiling: float | None = None  # during an update with the penalty on
+        self.steps = 0  # switching steps in the current update
+        self.step_length: float | None = None  # of the last optimizer step
+        self._pending: tuple[Tensor, float, int] | None = None
+
+    def start(self, episodes: int, tokens: int) -> None:
+        """A new update over ``episodes`` completions of ``tokens`` tokens (all processes)."""
+        active = self.controller.coef > 0
+        self.token_ceiling = (
+            self.factor * float(self.controller.target) * episodes / max(tokens, 1) if active else None
+        )
+        self.steps = 0
+
+    def finish(self) -> dict[str, float]:
+        """The update's metric (``diag/kl_ceiling_steps``, when it was active); ends the update."""
+        metrics = {"diag/kl_ceiling_steps": float(self.steps)} if self.token_ceiling is not None else {}
+        self.token_ceiling = None
+        return metrics
+
+    def observe(self, new_log_probs: Tensor, old_log_probs: Tensor, reference: Tensor | None) -> None:
+        """Keep this minibatch's KL estimate (:func:`policy_kl_to_reference`) for :meth:`excess`."""
+        self._pending = None
+        if self.token_ceiling is not None and reference is not None:
+            estimate = policy_kl_to_reference(new_log_probs, old_log_probs, reference)
+            count = new_log_probs.numel()
+            self._pending = (estimate, float(estimate.detach()) * count, count)
+
+    def excess(self) -> tuple[float, Tensor | None]:
+        """(nats per token above the ceiling, 0 when not above or no step measured yet; the
+        estimate to descend, ``None`` on a process without rows). Decided from every process's
+        estimates, so every process switches alike."""
+        pending, self._pending = self._pending, None
+        if self.token_ceiling is None:
+            return 0.0, None
+        kl_sum, count = distributed.sum_floats(*(pending[1:] if pending is not None else (0.0, 0)))
+        above = kl_sum / count - self.token_ceiling if count > 0 else 0.0
+        if above <= 0 or self.step_length is None:
+            return 0.0, None
+        return above, pending[0] if pending is not None else None
+
+    def switch(self, parameters: list[Tensor], grad_norm: float, excess: float) -> None:
+        """Step ``parameters`` straight down their (reduced) gradient, the linearised estimate
+        back to the ceiling, at most the last optimizer step's length."""
+        self.steps += 1
+        if grad_norm > 0:
+            length = min(float(self.step_length or 0.0), excess / grad_norm)
+            with torch.no_grad():
+                torch._foreach_add_(parameters, [p.grad for p in parameters], alpha=-length / grad_norm)
+
+    @staticmethod
+    def snapshot(parameters: list[Tensor]) -> list[Tensor]:
+        return [p.detach().clone() for p in parameters]
+
+    def remember_step(self, parameters: list[Tensor], before: list[Tensor]) -> None:
+        moved = [float((p.detach() - b).square().sum()) for p, b in zip(parameters, before, strict=True)]
+        self.step_length = math.sqrt(sum(moved))

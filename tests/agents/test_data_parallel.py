@@ -160,7 +160,9 @@ def learn(case: str, agent: Any, data: list[Any], rank: int, world: int) -> dict
     result = {name: p.detach().clone() for name, p in modules.named_parameters()}
     if getattr(agent, "kl", None) is not None:  # the KL controller's state, fed by every rank's KL
         result["kl_coef"] = torch.tensor(agent.kl.coef, dtype=torch.float64)
-        result["ceiling_steps"] = torch.tensor(float(agent._ceiling_steps), dtype=torch.float64)
+        result["ceiling_steps"] = torch.tensor(
+            float(agent.ceiling.steps if agent.ceiling is not None else 0), dtype=torch.float64
+        )
     return result
 
 
