@@ -42,6 +42,7 @@ from torch import Tensor
 
 from rlenv.feedback.generate import Generation, left_pad_prompts, response_log_probs, special_ids
 from rlenv.feedback.pairs import Pair
+from rlenv.text.tokens import append_tokens, right_pad
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +90,9 @@ def encode_completions(
     empty = [text for text, ids in zip(completions, encoded, strict=True) if not ids]
     if empty:
         raise ValueError(f"completion {empty[0]!r} encodes to no token")
-    width = max(len(ids) for ids in encoded)
-    tokens = torch.full((len(encoded), width), pad_token_id, dtype=torch.int64)
-    mask = torch.zeros((len(encoded), width), dtype=torch.bool)
-    for row, ids in enumerate(encoded):
-        tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
-        mask[row, : len(ids)] = True
-    return Generation(
-        list(prompts),
-        list(completions),
-        torch.cat([input_ids, tokens], dim=1),
-        torch.cat([attention_mask, mask.long()], dim=1),
-        input_ids.shape[1],
-        mask,
-    )
+    tokens, mask = right_pad(encoded, pad_token_id)
+    sequences, attended = append_tokens(input_ids, attention_mask, tokens, mask)
+    return Generation(list(prompts), list(completions), sequences, attended, input_ids.shape[1], mask)
 
 
 def sequence_log_probs(model: Any, batch: Generation) -> Tensor:
@@ -435,10 +425,9 @@ def _main(cfg: DictConfig) -> float:
 
 def main() -> None:
     """The command line entry point (``python -m agents.dpo``, ``rlenv-dpo``)."""
-    from agents.run.jobs import check_plugins, remember_command_line
+    from agents.run.jobs import prepare_command_line
 
-    check_plugins(sys.argv[1:])
-    remember_command_line(sys.argv[1:])
+    prepare_command_line()
     _main()
 
 

@@ -78,26 +78,21 @@ def _model_name(config: dict[str, Any], run: Path) -> str:
 
 
 def _core_from_adapter(adapter: Path, config: dict[str, Any], device: str) -> Any:
-    from agents.dpo import policy_core
-
-    name = _model_name(config, adapter.parent)
-    core, _ = policy_core(name, config.get("lora"), _device(device))
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
+
+    from agents.dpo import policy_core
+    from agents.train import resolve_device
 
     weights = adapter / "adapter_model.safetensors"
     if not weights.is_file():
         raise ExportError(f"{str(adapter)!r} has no adapter_model.safetensors")
+    name = _model_name(config, adapter.parent)
+    core, _ = policy_core(name, config.get("lora"), resolve_device(device))
     result = set_peft_model_state_dict(core.lm, load_file(str(weights)))
     if getattr(result, "unexpected_keys", None):
         raise ExportError(f"{str(weights)!r} does not fit the run's model: {result.unexpected_keys[:3]}")
     return core
-
-
-def _device(name: str) -> Any:
-    from agents.train import resolve_device
-
-    return resolve_device(name)
 
 
 def model_card(name: str, config: dict[str, Any], metrics: dict[str, Any]) -> str:

@@ -40,7 +40,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from agents.run.jobs import check_plugins, remember_command_line, set_job_threads, show_progress
+from agents.run.jobs import prepare_command_line, set_job_threads, show_progress
 from agents.train import (
     Checkpointer,
     Interrupted,
@@ -465,8 +465,7 @@ def _main(cfg: DictConfig) -> float:
 
 def main() -> None:
     """The command line entry point (``python -m agents.rlhf``, ``rlenv-rlhf``)."""
-    check_plugins(sys.argv[1:])
-    remember_command_line(sys.argv[1:])
+    prepare_command_line()
     _main()
 
 

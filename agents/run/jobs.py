@@ -12,6 +12,7 @@ the cores this process may use; otherwise torch's default (every core) is kept. 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -146,6 +147,13 @@ def remember_command_line(argv: list[str]) -> None:
     import json
 
     os.environ[COMMAND_LINE] = json.dumps(list(argv))
+
+
+def prepare_command_line() -> None:
+    """Before Hydra reads ``sys.argv``: stop if a chosen launcher or sweeper plugin is missing,
+    and keep the command line for the run names of a sweep's jobs."""
+    check_plugins(sys.argv[1:])
+    remember_command_line(sys.argv[1:])
 
 
 def _fixed_keys() -> set[str] | None:

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from agents.core import distributed
-from agents.run.jobs import check_plugins, in_multirun, remember_command_line
+from agents.run.jobs import in_multirun, prepare_command_line
 
 RANK_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled")
 """Hydra overrides for ranks > 0: they write no Hydra directory or log of their own."""
@@ -93,6 +93,5 @@ def stop() -> None:
 def main_argv() -> None:
     """Before Hydra reads ``sys.argv``: stop if a chosen launcher or sweeper plugin is missing,
     keep the command line for the run names of a sweep's jobs, give ranks > 0 their Hydra overrides."""
-    check_plugins(sys.argv[1:])
-    remember_command_line(sys.argv[1:])
+    prepare_command_line()
     sys.argv[:] = rank_argv(sys.argv)

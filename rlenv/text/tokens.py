@@ -31,6 +31,20 @@ def left_pad(
     return input_ids.to(device), attention_mask.to(device)
 
 
+def right_pad(token_lists: Sequence[Sequence[int]], pad_token_id: int) -> tuple[Tensor, Tensor]:
+    """Rows of token ids right-padded to the longest (completions after their prompts).
+
+    Shapes: returns tokens (B, longest) int64 and mask (B, longest) bool, True on real tokens.
+    """
+    width = max((len(ids) for ids in token_lists), default=0)
+    tokens = torch.full((len(token_lists), width), pad_token_id, dtype=torch.int64)
+    mask = torch.zeros((len(token_lists), width), dtype=torch.bool)
+    for row, ids in enumerate(token_lists):
+        tokens[row, : len(ids)] = torch.tensor(list(ids), dtype=torch.int64)
+        mask[row, : len(ids)] = True
+    return tokens, mask
+
+
 def push_tokens(
     input_ids: Tensor, attention_mask: Tensor, tokens: Tensor, active: Tensor
 ) -> tuple[Tensor, Tensor]:

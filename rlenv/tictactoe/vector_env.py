@@ -243,14 +243,13 @@ class TicTacToeVectorEnv(VectorEnv):
             return codes  # the empty board, the agent to move
         if not self.random_opening_plies:
             return self._reply(codes, rows & (self._as_o == 1))  # X opens: the opponent, where the agent is O
-        if self.random_opening_plies:
-            assert self._generator is not None
-            most = self.random_opening_plies
-            plies = torch.randint(0, most + 1, codes.shape, generator=self._generator, device=self.device)
-            for ply in range(self.random_opening_plies):
-                uniform = torch.rand(self.num_envs, generator=self._generator, device=self.device)
-                powers = tables.pick_power(tables.legal_bits.index_select(0, codes), uniform)
-                codes = codes + torch.where(plies > ply, (1 if ply % 2 == 0 else 2) * powers, 0)
+        assert self._generator is not None
+        most = self.random_opening_plies
+        plies = torch.randint(0, most + 1, codes.shape, generator=self._generator, device=self.device)
+        for ply in range(most):
+            uniform = torch.rand(self.num_envs, generator=self._generator, device=self.device)
+            powers = tables.pick_power(tables.legal_bits.index_select(0, codes), uniform)
+            codes = codes + torch.where(plies > ply, (1 if ply % 2 == 0 else 2) * powers, 0)
         opponent_first = (plies % 2) != self._as_o  # odd plies: O to move
         return self._reply(codes, rows & opponent_first)
 
