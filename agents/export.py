@@ -2,6 +2,7 @@
 
     python -m agents.export run=<dir> format=merged out=<dir>    # a Hugging Face model directory
     python -m agents.export run=<dir> format=peft out=<dir>      # the LoRA adapter alone
+    python -m agents.export run=<dir> quantize=int8 prune=0.3 out=<dir>   # compressed, see below
 
 ``run`` is a run directory of ``agents.train`` or ``agents.rlhf`` (its checkpoint) or of
 ``agents.dpo`` (its ``adapter/``). ``format=peft`` writes the adapter as a PEFT directory
@@ -10,8 +11,18 @@
 the adapter into the base weights and writes a Hugging Face model directory (safetensors
 weights, config, tokenizer and a ``README.md`` model card with the run's config and
 evaluation numbers) that ``AutoModelForCausalLM.from_pretrained(out)`` loads without remote
-code. The export is written to a temporary directory beside ``out`` and renamed into place,
-so an interrupted export leaves nothing half-written; a non-empty ``out`` is refused unless
+code. ``run`` may also be a model directory (an earlier export, a student of
+``agents.distill``), to compress it.
+
+``prune=<fraction>`` zeroes that fraction of each linear weight matrix of the merged model,
+the entries of smallest magnitude; ``quantize=int8`` stores its linear weights as int8 with a
+scale per row (:mod:`rlenv.text.compress`): such a directory is loaded by
+``rlenv.text.models.load_causal_lm(out)`` (so by ``agents.sample``, ``model=<out>`` and
+``teacher=<out>``), which multiplies in int8 where torch has a quantized CPU engine. The
+output head and the embeddings stay in float.
+
+The export is written to a temporary directory beside ``out`` and renamed into place, so an
+interrupted export leaves nothing half-written; a non-empty ``out`` is refused unless
 ``overwrite=true``.
 """
 
@@ -31,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 FORMATS = ("peft", "merged")
+QUANTIZATIONS = ("none", "int8")
 
 
 class ExportError(ValueError):
@@ -95,13 +107,16 @@ def _core_from_adapter(adapter: Path, config: dict[str, Any], device: str) -> An
     return core
 
 
-def model_card(name: str, config: dict[str, Any], metrics: dict[str, Any]) -> str:
-    """A README.md for the exported model: its base, how it was trained, its evaluation."""
+def model_card(
+    name: str, config: dict[str, Any], metrics: dict[str, Any], compression: dict[str, Any] | None = None
+) -> str:
+    """A README.md for the exported model: its base, how it was trained, its evaluation, and
+    the compression applied at export."""
     evaluation = {k: v for k, v in metrics.items() if k.startswith(("eval/", "dpo/heldout"))}
     lines = [
         "# A policy fine-tuned with rlenv",
         "",
-        f"Base model: `{name}`. The LoRA adapter of the run is merged into the base weights.",
+        f"Base model: `{name}`. Any LoRA adapter of the run is merged into the weights.",
         "",
         "## Evaluation (held-out prompts, from the run's metrics.json)",
         "",
@@ -112,6 +127,7 @@ def model_card(name: str, config: dict[str, Any], metrics: dict[str, Any]) -> st
     ]
     if not evaluation:
         lines.append("- (the run recorded none)")
+    lines += ["", "## Compression at export", ""] + _compression_lines(compression or {})
     lines += [
         "",
         "## The run's config",
@@ -124,25 +140,65 @@ def model_card(name: str, config: dict[str, Any], metrics: dict[str, Any]) -> st
     return "\n".join(lines)
 
 
+def _compression_lines(compression: dict[str, Any]) -> list[str]:
+    lines = []
+    if compression.get("prune"):
+        lines.append(
+            f"- magnitude pruning of every linear layer but the head: {compression['prune']:g} of each "
+            f"matrix zeroed ({compression['sparsity']:.3f} of those weights are zero)"
+        )
+    if compression.get("quantize") == "int8":
+        lines.append(
+            "- int8 linear weights (one scale per row) in `model.int8.safetensors`: load with "
+            "`rlenv.text.models.load_causal_lm(<this directory>)`"
+        )
+    return lines or ["- none (float weights)"]
+
+
 def export(
-    run: str | Path, out: str | Path, fmt: str = "merged", overwrite: bool = False, device: str = "cpu"
+    run: str | Path,
+    out: str | Path,
+    fmt: str = "merged",
+    overwrite: bool = False,
+    device: str = "cpu",
+    *,
+    quantize: str | None = None,
+    prune: float = 0.0,
 ) -> Path:
-    """Write the run's policy to ``out`` as ``fmt`` (see the module docstring); returns ``out``."""
+    """Write the run's policy to ``out`` as ``fmt``, optionally pruned and quantized (see the
+    module docstring); returns ``out``."""
+    quantize = "none" if quantize is None else str(quantize)
     if fmt not in FORMATS:
         raise ExportError(f"format={fmt!r} is not one of {list(FORMATS)}")
+    if quantize not in QUANTIZATIONS:
+        raise ExportError(f"quantize={quantize!r} is not one of {list(QUANTIZATIONS)}")
+    if not isinstance(prune, (int, float)) or not 0 <= prune < 1:
+        raise ExportError(f"prune={prune!r} must be a fraction in [0, 1)")
+    if fmt == "peft" and (quantize != "none" or prune):
+        raise ExportError("quantize and prune act on the merged weights; use format=merged")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ExportError(f"out={str(out)!r} exists and is not empty; choose another or set overwrite=true")
-    core, name, config = load_policy(run, device)
-    if fmt == "peft" and not hasattr(core.lm, "peft_config"):
-        raise ExportError(f"run={str(run)!r} trained every weight (no LoRA adapter); use format=merged")
+    run = Path(run)
+    if is_model_dir(run):
+        if fmt == "peft":
+            raise ExportError(
+                f"run={str(run)!r} is a model directory without a LoRA adapter; use format=merged"
+            )
+        model, name, config = _load_model_dir(run), str(run), _run_config(run)
+    else:
+        core, name, config = load_policy(run, device)
+        if fmt == "peft" and not hasattr(core.lm, "peft_config"):
+            raise ExportError(f"run={str(run)!r} trained every weight (no LoRA adapter); use format=merged")
+        model = None if fmt == "peft" else merged_lm(core)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        if fmt == "peft":
+        if model is None:
             core.lm.save_pretrained(str(staging))
         else:
-            _write_merged(core, name, config, Path(run), staging)
+            compression = compress(model, quantize, float(prune))
+            _write_model(model, name, config, run, staging, compression)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
@@ -153,22 +209,66 @@ def export(
     return out
 
 
-def _write_merged(core: Any, name: str, config: dict[str, Any], run: Path, staging: Path) -> None:
+def is_model_dir(path: Path) -> bool:
+    """A Hugging Face model directory (an export, a distilled student), not a run directory."""
+    from rlenv.text.compress import is_int8_dir
+
+    has_model = (path / "config.json").is_file() or is_int8_dir(path)
+    return has_model and not (path / "checkpoints").exists() and not (path / "adapter").exists()
+
+
+def _load_model_dir(path: Path) -> Any:
+    from rlenv.text.compress import is_int8_dir, load_int8
+    from rlenv.text.models import load_causal_lm
+
+    return load_int8(path, kernels=False) if is_int8_dir(path) else load_causal_lm(str(path))
+
+
+def merged_lm(core: Any) -> Any:
+    """A plain Hugging Face model with the policy's LoRA adapters merged in (a copy)."""
+    lm = copy.deepcopy(core.lm)
+    return lm.merge_and_unload() if hasattr(lm, "peft_config") else lm
+
+
+def compress(model: Any, quantize: str, prune: float) -> dict[str, Any]:
+    """Prune ``model`` in place; returns what was done (``quantize`` applies when saving)."""
+    from rlenv.text.compress import prune_linear
+
+    done: dict[str, Any] = {"quantize": quantize}
+    if prune:
+        done["prune"] = prune
+        done["sparsity"] = prune_linear(model, prune)
+    return done
+
+
+def _write_model(
+    model: Any, name: str, config: dict[str, Any], run: Path, staging: Path, compression: dict[str, Any]
+) -> None:
+    from rlenv.text.compress import save_int8
     from rlenv.text.tokenizers import load_tokenizer
 
-    lm = copy.deepcopy(core.lm)
-    merged = lm.merge_and_unload() if hasattr(lm, "peft_config") else lm
-    merged.save_pretrained(str(staging), safe_serialization=True)
+    if compression["quantize"] == "int8":
+        save_int8(model, staging)
+    else:
+        model.save_pretrained(str(staging), safe_serialization=True)
     load_tokenizer(name).save_pretrained(str(staging))
     metrics_file = run / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    (staging / "README.md").write_text(model_card(name, config, metrics))
+    (staging / "README.md").write_text(model_card(name, config, metrics, compression))
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="export")
 def _main(cfg: DictConfig) -> None:
     try:
-        path = export(cfg.run, cfg.out, str(cfg.format), bool(cfg.overwrite), str(cfg.device))
+        path = export(
+            cfg.run,
+            cfg.out,
+            str(cfg.format),
+            bool(cfg.overwrite),
+            str(cfg.device),
+            quantize=cfg.get("quantize"),
+            prune=cfg.get("prune") or 0.0,
+        )
     except ExportError as error:
         print(f"export refused: {error}", file=sys.stderr)
         sys.exit(2)

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from rlenv.text.compress import is_int8_dir, load_int8
 from rlenv.text.tokenizers import cache_root, smollm2_gguf_path
 
 SMOLLM2 = "smollm2"
@@ -41,7 +42,8 @@ def load_causal_lm(
     Args:
         name_or_path: ``"smollm2"`` (SmolLM2-135M-Instruct, converted and cached on first
             use), ``"tiny"`` or ``"tiny:<vocab_size>"`` (:func:`tiny_causal_lm`), a local
-            model directory, a ``.gguf`` file, or a Hugging Face id already in the local cache.
+            model directory (an int8 one of :mod:`rlenv.text.compress` too), a ``.gguf``
+            file, or a Hugging Face id already in the local cache.
         dtype: parameter dtype.
         device: where to put the model.
         cache_dir: directory holding converted models (default ``$RLENV_CACHE/models``).
@@ -116,6 +118,8 @@ def _load_local(name_or_path: str, dtype: torch.dtype) -> Any:
                 str(path.parent), gguf_file=path.name, trust_remote_code=False
             )
         )
+    if path.is_dir() and is_int8_dir(path):
+        return load_int8(path, dtype=dtype)
     if path.exists():
         return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=False)
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or path.suffix:
