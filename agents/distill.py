@@ -30,8 +30,6 @@ import contextlib
 import copy
 import logging
 import math
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -190,19 +188,13 @@ class Distiller:
 
     def step(self, batch: Generation) -> dict[str, float]:
         """One optimizer step; a non-finite loss or gradient is skipped."""
+        from agents.core.steps import guarded_step
+
         self.student.train()
         loss, metrics = self.loss(batch)
-        self.optimizer.zero_grad()
-        if not bool(torch.isfinite(loss)):
-            return {**metrics, "skipped": 1.0}
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm or math.inf)
-        if not bool(torch.isfinite(norm)):
-            self.optimizer.zero_grad()
-            return {**metrics, "skipped": 1.0}
-        self.optimizer.step()
-        self.steps += 1
-        return {**metrics, "grad_norm": float(norm), "skipped": 0.0}
+        outcome = guarded_step(loss, self.parameters, self.optimizer, self.max_grad_norm)
+        self.steps += int(not outcome["skipped"])
+        return {**metrics, **outcome}
 
     @torch.no_grad()
     def evaluate(self, batches: Sequence[Generation]) -> dict[str, float]:
@@ -228,33 +220,21 @@ class Distiller:
         max_seconds: float | None = None,
     ) -> dict[str, float]:
         """``epochs`` shuffled passes over ``batches`` (or until ``max_seconds``); the last metrics."""
+        from agents.core.steps import run_epochs
+
         if not batches:
             raise ValueError("no teacher completions to distil from")
-        if epochs < 1:
-            raise ValueError(f"distill epochs must be >= 1, got {epochs}")
-        started = time.perf_counter()
-        order = torch.Generator().manual_seed(seed)
-        metrics: dict[str, float] = {}
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(
-                total=epochs * len(batches), desc="distill", unit="step", file=sys.stderr, dynamic_ncols=True
-            )
-        for _ in range(epochs):
-            for k in torch.randperm(len(batches), generator=order).tolist():
-                if max_seconds is not None and time.perf_counter() - started >= max_seconds:
-                    log.info("distill: max_seconds=%g reached after %d steps", max_seconds, self.steps)
-                    return metrics
-                metrics = self.step(batches[k])
-                if logger is not None:
-                    logger.log({f"distill/{name}": v for name, v in metrics.items()}, self.steps)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix({"loss": f"{metrics['loss']:.3f}"})
-        if bar is not None:
-            bar.close()
+        metrics, _ = run_epochs(
+            len(batches),
+            1,
+            epochs,
+            seed,
+            lambda rows: self.step(batches[int(rows[0])]),
+            name="distill",
+            logger=logger,
+            progress=progress,
+            max_seconds=max_seconds,
+        )
         return metrics
 
 

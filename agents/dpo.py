@@ -24,11 +24,9 @@ a reward model's score. Settings: ``conf/dpo.yaml``.
 from __future__ import annotations
 
 import logging
-import math
 import random
-import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,19 +172,13 @@ class DPOTrainer:
 
     def step(self, pairs: Sequence[Pair], reference: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
         """One optimizer step on ``pairs``; a non-finite loss or gradient is refused (no step)."""
+        from agents.core.steps import guarded_step
+
         self.core.train()
         loss, metrics = self.loss(pairs, reference)
-        self.optimizer.zero_grad()
-        if not bool(torch.isfinite(loss)):
-            return {"loss": math.nan, **metrics, "skipped": 1.0}
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm or math.inf)
-        if not bool(torch.isfinite(norm)):
-            self.optimizer.zero_grad()
-            return {"loss": float(loss.detach()), **metrics, "skipped": 1.0}
-        self.optimizer.step()
-        self.steps += 1
-        return {"loss": float(loss.detach()), **metrics, "grad_norm": float(norm), "skipped": 0.0}
+        outcome = guarded_step(loss, self.parameters, self.optimizer, self.max_grad_norm)
+        self.steps += int(not outcome["skipped"])
+        return {"loss": float(loss.detach()), **metrics, **outcome}
 
     @torch.no_grad()
     def evaluate(self, pairs: Sequence[Pair]) -> dict[str, float]:
@@ -212,6 +204,8 @@ class DPOTrainer:
         """``epochs`` passes over ``pairs`` in shuffled batches, or fewer steps if training
         (the reference pass included) reaches ``max_seconds``; the reference log-probs are
         computed once (the reference does not change). Returns the last step's metrics."""
+        from agents.core.steps import run_epochs
+
         if not pairs:
             raise ValueError("no preference pairs to train on (every ranking was a tie or filtered out)")
         if epochs < 1:
@@ -221,36 +215,23 @@ class DPOTrainer:
         computed = [self.reference_log_probs(chunk) for chunk in chunks]
         chosen_ref = torch.cat([c for c, _ in computed])
         rejected_ref = torch.cat([r for _, r in computed])
-        order = torch.Generator().manual_seed(seed)
-        metrics: dict[str, float] = {}
-        bar = _progress(epochs * len(chunks), progress)
-        for rows in self._batches(len(pairs), epochs, order):
-            if max_seconds is not None and time.perf_counter() - started >= max_seconds:
-                log.info("dpo: max_seconds=%g reached after %d steps", max_seconds, self.steps)
-                break
-            batch = [pairs[int(i)] for i in rows]
-            metrics = self.step(batch, (chosen_ref[rows], rejected_ref[rows]))
-            if logger is not None:
-                logger.log({f"dpo/{k}": v for k, v in metrics.items()}, self.steps)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({"loss": f"{metrics['loss']:.3f}", "acc": f"{metrics['accuracy']:.2f}"})
-        if bar is not None:
-            bar.close()
+
+        def step(rows: Tensor) -> dict[str, float]:
+            return self.step([pairs[int(i)] for i in rows], (chosen_ref[rows], rejected_ref[rows]))
+
+        metrics, _ = run_epochs(
+            len(pairs),
+            self.batch_size,
+            epochs,
+            seed,
+            step,
+            name="dpo",
+            logger=logger,
+            progress=progress,
+            max_seconds=max_seconds,
+            started=started,
+        )
         return metrics
-
-    def _batches(self, count: int, epochs: int, order: torch.Generator) -> Iterator[Tensor]:
-        """Row indices of each batch: ``epochs`` shuffled passes over ``count`` pairs."""
-        for _ in range(epochs):
-            yield from torch.randperm(count, generator=order).split(self.batch_size)
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="dpo", unit="step", file=sys.stderr, dynamic_ncols=True)
 
 
 def split_pairs(pairs: list[Pair], heldout_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:

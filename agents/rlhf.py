@@ -108,6 +108,18 @@ def labeler_kind(cfg: DictConfig) -> str:
     return resolve_labeler_kind(cfg.collect.labeler, task if isinstance(task, str) else None)
 
 
+def judge_kind(cfg: DictConfig) -> str:
+    """The noise-free simulated labeler that scores the evaluation: ``collect.labeler`` when it is
+    a simulated one, else (``ai``, ``human``) the task's."""
+    from rlenv.feedback.collect import SIMULATED, resolve_labeler_kind
+
+    kind = labeler_kind(cfg)
+    if kind in SIMULATED:
+        return kind
+    task = cfg.get("task", {}).get("prompts")
+    return resolve_labeler_kind(None, task if isinstance(task, str) else None)
+
+
 def task_prompts(cfg: DictConfig, split: str, count: int) -> list[str]:
     """The first ``count`` prompts of the env's prompt set (a task, a file or a list) for ``split``."""
     from rlenv.text.prompts import resolve_prompts
@@ -139,7 +151,7 @@ def collect_stage(cfg: DictConfig, run_dir: Path) -> tuple[list[Any], dict[str, 
 
 
 def _collect(cfg: DictConfig, run_dir: Path) -> Path:
-    from rlenv.feedback.collect import collect_from_policy, make_labelers
+    from rlenv.feedback.collect import collect_from_policy, labelers_for
     from rlenv.feedback.generate import generate_items
     from rlenv.text.models import load_causal_lm
     from rlenv.text.tokenizers import load_tokenizer
@@ -154,8 +166,14 @@ def _collect(cfg: DictConfig, run_dir: Path) -> Path:
         seed = int(cfg.seed) * 1_000_003 + next(calls)
         return generate_items(model, tokenizer, chunk, int(settings.n_completions), seed=seed, **sampling)
 
-    panel = make_labelers(
-        labeler_kind(cfg), panel=int(settings.panel), noise=float(settings.noise), seed=int(cfg.seed)
+    task = cfg.get("task", {}).get("prompts")
+    panel = labelers_for(
+        labeler_kind(cfg),
+        settings,
+        model=str(cfg.env.model),
+        task=task if isinstance(task, str) else None,
+        seed=int(cfg.seed),
+        device=str(cfg.device),
     )
     rankings = run_dir / "rankings.jsonl"
     prompts = task_prompts(cfg, "train", int(settings.num_prompts))
@@ -419,7 +437,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         logger.log(collected, 0)
         with stage("reward_model", seconds):
             reward_model, rm_metrics = reward_stage(cfg, records, run_dir, logger)
-        labeler = labeler_score_fn(labeler_kind(cfg))
+        labeler = labeler_score_fn(judge_kind(cfg))
         reward = monitored_reward(reward_model, labeler, records)
         parts = {"reward": reward, "labeler": labeler, "logger": logger}
         if cfg.get("method", "ppo") == "dpo":
@@ -428,8 +446,11 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             result = ppo_and_eval(cfg, run_dir, parts, seconds)
         before, after = result["before"], result["after"]
         method = str(cfg.get("method", "ppo")).upper()
-        title = f"RLHF {labeler_kind(cfg)}: {len(before.prompts)} held-out prompts, before vs after {method}"
-        toxicity = labeler_kind(cfg) == "toxicity"
+        title = (
+            f"RLHF {labeler_kind(cfg)} labels, {judge_kind(cfg)} judge: "
+            f"{len(before.prompts)} held-out prompts, before vs after {method}"
+        )
+        toxicity = judge_kind(cfg) == "toxicity"
         report = format_report(
             title, before, after, rm_metrics, seconds, int(cfg.evaluation.num_samples), toxicity
         )

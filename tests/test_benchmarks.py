@@ -165,3 +165,32 @@ def test_plies_per_step_counts_the_marks_placed():
     # an agent move plus a reply on most steps, a little less where the agent's move ends the game,
     # a little more where the next episode opens with the opponent's move
     assert 1.5 < plies_per_step("random", 64, "cpu", steps=50) < 2.2
+
+
+def test_deploy_compares_the_compressed_exports_of_a_tiny_run(tmp_path):
+    from agents import train
+    from tests.agents.test_text_ppo import TINY_TEXT
+    from tests.test_config import compose_config
+
+    train.run(compose_config(["agent=ppo", *TINY_TEXT, "train.total_env_steps=32"]), tmp_path / "run")
+    out = run_module(
+        "benchmarks.deploy",
+        "--run",
+        str(tmp_path / "run"),
+        "--prune",
+        "0.5",
+        "--prompts",
+        "4",
+        "--new-tokens",
+        "4",
+        "--speed-batch",
+        "2",
+        "--speed-tokens",
+        "4",
+        "--repeats",
+        "1",
+        "--threads",
+        "1",
+    )
+    for row in ("merged float32", "int8", "pruned 0.5 + int8"):
+        assert row in out

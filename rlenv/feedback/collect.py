@@ -42,8 +42,8 @@ from rlenv.feedback.labelers import Labeler, SentimentLabeler, ToxicityLabeler, 
 from rlenv.feedback.rankings import RankingRecord, append_ranking, load_rankings
 
 SIMULATED = {"sentiment": SentimentLabeler, "toxicity": ToxicityLabeler}
-TASK_LABELERS = {"sentiment": "sentiment", "detox": "toxicity"}
-LABELER_KINDS = (*SIMULATED, "human")
+TASK_LABELERS = {"sentiment": "sentiment", "detox": "toxicity", "redteam": "toxicity"}
+LABELER_KINDS = (*SIMULATED, "human", "ai")
 
 Generator = Callable[[Sequence[str]], list[list[str]]]
 
@@ -205,7 +205,12 @@ def make_labelers(
     criterion: str | None = None,
     task: str | None = None,
 ) -> TerminalLabeler | list[Labeler]:
-    """A simulated panel (``"sentiment"``, ``"toxicity"``) or a person at the terminal (``"human"``)."""
+    """A simulated panel (``"sentiment"``, ``"toxicity"``) or a person at the terminal (``"human"``).
+
+    ``"ai"`` (a language model, :mod:`rlenv.feedback.ai_labeler`) needs a model: see
+    :func:`labelers_for`."""
+    if kind == "ai":
+        raise ValueError("labeler=ai needs a model: build it with labelers_for(kind, cfg, ...)")
     if kind == "human":
         if not name or not criterion:
             raise ValueError("labeler=human needs labeler_name=<your name> and a criterion")
@@ -215,6 +220,34 @@ def make_labelers(
     if panel < 1:
         raise ValueError(f"panel must be >= 1 simulated labeler, got {panel}")
     return [SIMULATED[kind](noise=noise, seed=seed + k) for k in range(panel)]
+
+
+def labelers_for(
+    kind: str,
+    settings: Any,
+    *,
+    model: str,
+    task: str | None,
+    seed: int = 0,
+    device: str = "cpu",
+    criterion: str | None = None,
+) -> TerminalLabeler | list[Labeler]:
+    """The labelers of a ``conf/feedback/simulated.yaml``-shaped ``settings``: ``kind="ai"``
+    builds the AI labeler of ``settings.ai_labeler`` (its model defaults to ``model``, the
+    policy's base); any other kind goes to :func:`make_labelers`."""
+    if kind == "ai":
+        from rlenv.feedback.ai_labeler import make_ai_labeler
+
+        return [make_ai_labeler(settings.get("ai_labeler") or {}, model, task, device)]
+    return make_labelers(
+        kind,
+        panel=int(settings.panel),
+        noise=float(settings.noise),
+        seed=seed,
+        name=settings.get("labeler_name"),
+        criterion=criterion,
+        task=settings.get("instructions"),
+    )
 
 
 def resolve_labeler_kind(labeler: str | None, task: str | None) -> str:
@@ -262,17 +295,19 @@ def run(cfg: Any) -> LabelingSummary:
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
     source = cfg.prompts or cfg.task.prompts
-    kind = resolve_labeler_kind(cfg.labeler, cfg.task.prompts if isinstance(cfg.task.prompts, str) else None)
+    task = cfg.task.prompts if isinstance(cfg.task.prompts, str) else None
+    kind = resolve_labeler_kind(cfg.labeler, task)
     criterion = cfg.criterion or (SIMULATED[kind].criterion if kind in SIMULATED else None)
-    labelers = make_labelers(
+    labelers = labelers_for(
         kind,
-        panel=int(cfg.panel),
-        noise=float(cfg.noise),
+        cfg,
+        model=str(cfg.model),
+        task=task,
         seed=int(cfg.seed),
-        name=cfg.labeler_name,
+        device=str(cfg.device),
         criterion=criterion,
-        task=cfg.instructions,
     )
+    criterion = criterion or (labelers[0].criterion if isinstance(labelers, list) else None)
     if cfg.items_file:
         summary = collect(load_items(cfg.items_file), labelers, cfg.out, criterion=criterion)
     else:

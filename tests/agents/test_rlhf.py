@@ -128,3 +128,20 @@ def test_pipeline_with_dpo_trains_on_the_collected_pairs(tmp_path, capsys) -> No
     assert (tmp_path / "adapter" / "adapter_config.json").exists()
     with pytest.raises(ValueError, match="method='sft'"):
         rlhf.run(compose_rlhf(TINY + ["method=sft"]), tmp_path / "other")
+
+
+def test_pipeline_with_the_ai_labeler_is_judged_by_the_task_labeler(tmp_path, capsys) -> None:
+    from rlenv.text.models import tiny_causal_lm
+    from tests.feedback.test_ai_labeler import letter_tokenizer
+
+    torch.set_num_threads(1)
+    judge = tmp_path / "judge"
+    tiny_causal_lm().save_pretrained(judge)
+    letter_tokenizer().save_pretrained(judge)
+    overrides = [o for o in TINY if not o.startswith("collect.labeler=")]
+    cfg = compose_rlhf([*overrides, "collect.labeler=ai", f"collect.ai_labeler.model={judge}"])
+    assert rlhf.labeler_kind(cfg) == "ai" and rlhf.judge_kind(cfg) == "sentiment"
+    rlhf.run(cfg, tmp_path / "run")
+    records = load_rankings(tmp_path / "run" / "rankings.jsonl")
+    assert len(records) == 6 and records[0].labels[0].labeler == "ai(positive)"
+    assert "RLHF ai labels, sentiment judge" in capsys.readouterr().out

@@ -132,7 +132,7 @@ def test_human_labels_generated_items(tmp_path: Path) -> None:
 
 def test_unknown_labeler_is_named() -> None:
     with pytest.raises(
-        ValueError, match=r"unknown labeler 'vibes' \(valid: \['sentiment', 'toxicity', 'human'\]\)"
+        ValueError, match=r"unknown labeler 'vibes' \(valid: \['sentiment', 'toxicity', 'human', 'ai'\]\)"
     ):
         make_labelers("vibes")
 
