@@ -194,3 +194,27 @@ def test_deploy_compares_the_compressed_exports_of_a_tiny_run(tmp_path):
     )
     for row in ("merged float32", "int8", "pruned 0.5 + int8"):
         assert row in out
+
+
+def test_ai_labeler_agreement_runs_with_tiny_models(tmp_path):
+    from rlenv.text.models import tiny_causal_lm
+    from tests.feedback.test_ai_labeler import letter_tokenizer
+
+    tiny_causal_lm().save_pretrained(tmp_path)
+    letter_tokenizer().save_pretrained(tmp_path)
+    out = run_module(
+        "benchmarks.ai_labeler_agreement",
+        "--policy",
+        "tiny",
+        "--judge",
+        str(tmp_path),
+        "--prompts",
+        "3",
+        "--completions",
+        "3",
+        "--new-tokens",
+        "3",
+        "--threads",
+        "1",
+    )
+    assert "AI labeler" in out and "strictly ordered pairs" in out
