@@ -164,6 +164,15 @@ def score_completions(reward_fn: RewardFn, prompts: list[str], completions: list
     return validate_scores(scores, len(completions))
 
 
+def reward_details(reward_fn: RewardFn, count: int) -> list[str] | None:
+    """What a reward function says about its last ``count`` scores (its ``last_details``, one
+    text per completion, such as why a program failed), else ``None``."""
+    details = getattr(reward_fn, "last_details", None)
+    if isinstance(details, list) and len(details) == count:
+        return [str(detail) for detail in details]
+    return None
+
+
 def check_action(action: Any, vocab_size: int) -> int:
     """The token id of a single-env action, checked to be an integer in the vocabulary."""
     if isinstance(action, (np.ndarray, torch.Tensor)) and action.ndim == 0:
@@ -353,6 +362,9 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], np.int64]):
                 "score": score,
                 "length": len(generated),
             }
+            details = reward_details(config.reward_fn, 1)
+            if details is not None:
+                info["reward_detail"] = details[0]
             reason = "EOS" if terminated.item() else f"max_new_tokens={config.max_new_tokens}"
             ended = f"{reason} after {len(generated)} tokens"
         self._generated, self._input_ids, self._attention_mask, self._ended = (

@@ -18,6 +18,7 @@ from rlenv.text.env import (
     left_pad,
     make_config,
     push_tokens,
+    reward_details,
     score_completions,
 )
 from rlenv.text.prompts import PromptSet
@@ -269,9 +270,11 @@ class TextGenerationVectorEnv(VectorEnv):
             texts = self._decode(generated[scored].cpu(), lengths[scored].cpu())
             prompts = [self._prompts[row] for row in scored.tolist()]
             values = torch.as_tensor(score_completions(config.reward_fn, prompts, texts), device=self.device)
+        details = reward_details(config.reward_fn, len(texts)) if len(scored) else None
         if config.shaped:
             picked = ended[scored].nonzero().flatten().tolist()
             completions, scores = [texts[i] for i in picked], values[picked]
+            details = None if details is None else [details[i] for i in picked]
             potential = self._potential.index_copy(0, scored, values)
             shaped = torch.where(active, potential - self._potential, 0.0)
             self._potential = potential
@@ -291,6 +294,10 @@ class TextGenerationVectorEnv(VectorEnv):
             info["final_obs"] = self._observation()
         else:
             info["all_done"] = False
+        if details is not None:  # the reward function's word on each finished row (PAL: why a program failed)
+            info["reward_detail"] = [""] * self.num_envs
+            for row, detail in zip(rows.tolist(), details, strict=True):
+                info["reward_detail"][row] = detail
         if len(rows):
             rewards = self._finish_rows(ended, rows, completions, scores, info)
         if config.shaped:

@@ -35,7 +35,10 @@ def test_detox_prompts_come_from_the_realtoxicityprompts_files():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"task": "poetry"}, r"unknown prompt task 'poetry'; valid tasks: \['sentiment', 'detox'\]"),
+        (
+            {"task": "poetry"},
+            r"unknown prompt task 'poetry'; valid tasks: \['sentiment', 'detox', 'redteam'\]",
+        ),
         ({"num_words": 0}, "num_words must be at least 1, got 0"),
         ({"heldout_fraction": 1.0}, r"heldout_fraction must be in \(0, 1\), got 1.0"),
         ({"limit": 1}, "limit must be at least 2"),
