@@ -218,3 +218,10 @@ def test_ai_labeler_agreement_runs_with_tiny_models(tmp_path):
         "1",
     )
     assert "AI labeler" in out and "strictly ordered pairs" in out
+
+
+def test_math_tools_scores_pal_and_chain_of_thought_with_the_tiny_model():
+    out = run_module(
+        "benchmarks.math_tools", "--model", "tiny", "--problems", "3", "--new-tokens", "4", "--threads", "1"
+    )
+    assert "pal: tiny, 3 held-out problems" in out and "math_cot: tiny" in out and "success" in out
