@@ -18,8 +18,8 @@ code. ``run`` may also be a model directory (an earlier export, a student of
 the entries of smallest magnitude; ``quantize=int8`` stores its linear weights as int8 with a
 scale per row (:mod:`rlenv.text.compress`): such a directory is loaded by
 ``rlenv.text.models.load_causal_lm(out)`` (so by ``agents.sample``, ``model=<out>`` and
-``teacher=<out>``), which multiplies in int8 where torch has a quantized CPU engine. The
-output head and the embeddings stay in float.
+``teacher=<out>``) with its weights dequantized, or by ``rlenv.text.compress.load_int8(out,
+kernels=True)`` with int8 matrix products. The output head and the embeddings stay in float.
 
 The export is written to a temporary directory beside ``out`` and renamed into place, so an
 interrupted export leaves nothing half-written; a non-empty ``out`` is refused unless
@@ -150,7 +150,8 @@ def _compression_lines(compression: dict[str, Any]) -> list[str]:
     if compression.get("quantize") == "int8":
         lines.append(
             "- int8 linear weights (one scale per row) in `model.int8.safetensors`: load with "
-            "`rlenv.text.models.load_causal_lm(<this directory>)`"
+            "`rlenv.text.models.load_causal_lm(<this directory>)` (dequantized), or "
+            "`rlenv.text.compress.load_int8(<this directory>, kernels=True)` (int8 products)"
         )
     return lines or ["- none (float weights)"]
 

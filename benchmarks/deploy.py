@@ -5,7 +5,8 @@ Exports the run's policy merged in float (the baseline) and with each compressio
 directories given with ``--models`` (a distilled student of ``agents.distill``, say), and for
 each prints:
 
-- size on disk of its weight files, and its ratio to the baseline;
+- size on disk of its weight files, and its ratio to the baseline (an int8 export is measured
+  twice: loaded dequantized, the default, and with torch's int8 kernels);
 - sampling tokens/s (``model.generate`` through ``rlenv.feedback.generate``, one batch of
   held-out prompts, a fixed number of new tokens, best of ``--repeats`` interleaved rounds),
   and its ratio to the baseline measured in the same rounds;
@@ -31,6 +32,7 @@ import torch
 from agents import export
 from rlenv.feedback.collect import select_prompts
 from rlenv.feedback.generate import response_log_probs, sample_completions
+from rlenv.text.compress import load_int8
 from rlenv.text.models import load_causal_lm
 from rlenv.text.tokenizers import load_tokenizer
 
@@ -124,6 +126,9 @@ def main() -> None:
         paths = variants(Path(args.run), Path(workdir), list(args.prune), list(args.models))
         tokenizer = load_tokenizer(str(paths["merged float32"]))
         models = {name: load_causal_lm(str(path)) for name, path in paths.items()}
+        for name in [n for n in list(models) if n.endswith("int8")]:  # the same files, int8 products
+            models[f"{name} (int8 kernels)"] = load_int8(paths[name], kernels=True)
+            paths[f"{name} (int8 kernels)"] = paths[name]
         baseline = models["merged float32"]
         speed: dict[str, float] = {name: 0.0 for name in models}
         speed_prompts = (prompts * args.speed_batch)[: args.speed_batch]
@@ -141,12 +146,12 @@ def main() -> None:
         f"task {args.task}, {args.prompts} held-out prompts x {args.new_tokens} tokens; speed: batch "
         f"{args.speed_batch} x {args.speed_tokens} new tokens, {args.threads} threads, best of {args.repeats}"
     )
-    header = f"{'model':<26}{'MB':>9}{'size':>8}{'tok/s':>9}{'speed':>8}{'score':>8}{'KL':>8}{'ppl':>8}"
+    header = f"{'model':<36}{'MB':>9}{'size':>8}{'tok/s':>9}{'speed':>8}{'score':>8}{'KL':>8}{'ppl':>8}"
     print(header)
     print("-" * len(header))
     for name, row in rows.items():
         print(
-            f"{name:<26}{row['size'] / 2**20:>9.1f}{row['size'] / base_size:>7.2f}x{speed[name]:>9.1f}"
+            f"{name:<36}{row['size'] / 2**20:>9.1f}{row['size'] / base_size:>7.2f}x{speed[name]:>9.1f}"
             f"{speed[name] / base_speed:>7.2f}x{row['score']:>8.3f}{row['kl']:>8.3f}{row['perplexity']:>8.2f}"
         )
 

@@ -8,12 +8,15 @@ token embeddings, which stay in float):
   model.
 - :func:`save_int8` stores each linear weight as int8 with one float32 scale per output row
   (symmetric: ``w ~ q * scale``, ``|q| <= 127``) in ``model.int8.safetensors`` beside the
-  model's config, and :func:`load_int8` rebuilds the model from it: the weights dequantized
-  into a float model, then (``kernels=True``, where torch has a quantized CPU engine) each
-  linear layer replaced by torch's dynamically quantized linear, which multiplies in int8 and
-  quantizes the activations on the fly. The directory holds no ``model.safetensors``, so
-  ``AutoModelForCausalLM.from_pretrained`` refuses it rather than loading int8 values as
-  floats; :func:`rlenv.text.models.load_causal_lm` recognises it by :data:`INT8_MANIFEST`.
+  model's config, and :func:`load_int8` rebuilds the model from it with the weights
+  dequantized (on SmolLM2 the KL to the float model is below 0.01 nats per completion). With
+  ``kernels=True`` (where torch has a quantized CPU engine) each linear layer is replaced by
+  torch's dynamically quantized linear instead, which multiplies in int8 and quantizes the
+  activations on the fly, one scale per tensor: faster, but activations with outliers lose
+  much (benchmarks/RESULTS.md measures both). The directory holds no ``model.safetensors``,
+  so ``AutoModelForCausalLM.from_pretrained`` refuses it rather than loading int8 values as
+  floats; :func:`rlenv.text.models.load_causal_lm` recognises it by :data:`INT8_MANIFEST`
+  (and loads it dequantized).
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ def is_int8_dir(path: str | Path) -> bool:
     return (Path(path) / INT8_MANIFEST).is_file()
 
 
-def load_int8(directory: str | Path, *, kernels: bool = True, dtype: torch.dtype = torch.float32) -> Any:
+def load_int8(directory: str | Path, *, kernels: bool = False, dtype: torch.dtype = torch.float32) -> Any:
     """The model :func:`save_int8` wrote (eval mode); see the module docstring for ``kernels``.
 
     Raises:
