@@ -392,26 +392,15 @@ def _save_student(
     student: nn.Module, tokenizer: Any, out: Path, config: dict[str, Any], metrics: dict
 ) -> None:
     """The student as a Hugging Face model directory, written beside ``out`` and renamed into place."""
-    import shutil
-    import tempfile
+    from agents.export import model_card, staged_directory
 
-    from agents.export import model_card
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_directory(out) as staging:
         student.save_pretrained(str(staging), safe_serialization=True)
         tokenizer.save_pretrained(str(staging))
         card = model_card(config["teacher"], config, metrics).replace(
             "# A policy fine-tuned with rlenv", "# A student distilled with rlenv"
         )
         (staging / "README.md").write_text(card)
-        if out.exists():
-            out.rmdir()
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="distill")

@@ -28,12 +28,14 @@ interrupted export leaves nothing half-written; a non-empty ``out`` is refused u
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -192,22 +194,30 @@ def export(
         if fmt == "peft" and not hasattr(core.lm, "peft_config"):
             raise ExportError(f"run={str(run)!r} trained every weight (no LoRA adapter); use format=merged")
         model = None if fmt == "peft" else merged_lm(core)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_directory(out) as staging:
         if model is None:
             core.lm.save_pretrained(str(staging))
         else:
             compression = compress(model, quantize, float(prune))
             _write_model(model, name, config, run, staging, compression)
+    log.info("exported %s as %s to %s", run, fmt, out)
+    return out
+
+
+@contextlib.contextmanager
+def staged_directory(out: Path) -> Iterator[Path]:
+    """A temporary directory beside ``out`` to write into, renamed to ``out`` (replacing it) when
+    the block ends without error and removed when it fails: ``out`` is never half-written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield staging
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    log.info("exported %s as %s to %s", run, fmt, out)
-    return out
 
 
 def is_model_dir(path: Path) -> bool:
