@@ -40,6 +40,9 @@ TARGETS: set[str] = {
     "rlenv.gym_vector.make_vector_env",
     "rlenv.text.vector_env.TextGenerationVectorEnv",
     "rlenv.tictactoe.vector_env.TicTacToeVectorEnv",
+    # prompts and rewards of tasks (conf/task/)
+    "rlenv.tools.pal.math_prompts",
+    "rlenv.tools.pal.MathReward",
     # loggers
     "rlenv.logger.TensorBoardLogger",
     "rlenv.logger.NullLogger",

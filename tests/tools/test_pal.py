@@ -91,3 +91,32 @@ def test_pal_env_reports_the_reward_detail_in_info():
     for _ in range(2):
         _, rewards, _, truncated, info = envs.step(np.array([3, 4]))
     assert truncated.all() and all(info["reward_detail"]) and rewards.tolist() == [0.0, 0.0]
+
+
+def test_ppo_trains_on_pal_and_its_saved_config_is_trusted(tmp_path):
+    from omegaconf import OmegaConf
+
+    from agents import train
+    from agents.run.registry import untrusted_entries
+    from tests.test_config import compose_config
+
+    cfg = compose_config(
+        [
+            "env=text",
+            "task=pal",
+            "agent=ppo",
+            "env.model=tiny",
+            "env.vector.window=512",
+            "env.vector.max_new_tokens=4",
+            "task.problems.count=40",
+            "num_envs=4",
+            "train.total_env_steps=32",
+            "train.progress=false",
+            "train.torch_threads=1",
+            "env.evaluation.episodes=4",
+            "env.evaluation.num_envs=4",
+        ]
+    )
+    metrics = train.run(cfg, tmp_path)
+    assert metrics["eval/heldout/episodes"] == 4 and "eval/heldout/return_mean" in metrics
+    assert untrusted_entries(OmegaConf.load(tmp_path / "config.yaml")) == []
