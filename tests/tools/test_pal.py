@@ -119,4 +119,5 @@ def test_ppo_trains_on_pal_and_its_saved_config_is_trusted(tmp_path):
     )
     metrics = train.run(cfg, tmp_path)
     assert metrics["eval/heldout/episodes"] == 4 and "eval/heldout/return_mean" in metrics
-    assert untrusted_entries(OmegaConf.load(tmp_path / "config.yaml")) == []
+    saved = OmegaConf.to_container(OmegaConf.load(tmp_path / "config.yaml"))
+    assert untrusted_entries(saved) == []
