@@ -1,5 +1,8 @@
 """Supervised fine-tuning of the policy's LoRA adapters on (prompt, completion) examples.
 
+    python -m agents.sft [constitution=harmless num_prompts=128]      # Constitutional AI, phase 1
+    python -m agents.sft data=<revisions.jsonl>                       # fine-tune on revisions already made
+
 The loss is the mean negative log-likelihood of the completion tokens given the prompt (the
 prompt's tokens are context, not targets). Constitutional AI's first phase trains on its
 revised answers with it (:mod:`rlenv.feedback.constitution`); any other source of
@@ -234,3 +237,42 @@ def finetune_on_revisions(cfg: Any, examples: list[tuple[str, str]], run_dir: An
     write_text(run_dir / "report.txt", report_text + "\n")
     print(report_text)
     return metrics
+
+
+def run(cfg: Any, run_dir: Any) -> dict[str, Any]:
+    """Constitutional AI's supervised phase (``conf/constitution.yaml``): the revisions of
+    ``cfg.data``, else made (and resumed) by :func:`rlenv.feedback.constitution.run`, then
+    :func:`finetune_on_revisions` on them."""
+    from rlenv.feedback import constitution
+    from rlenv.text.tokenizers import load_tokenizer
+
+    if cfg.get("data"):
+        records = constitution.load_revisions(cfg.data)
+    else:
+        records = constitution.run(cfg, run_dir)
+    metrics: dict[str, Any] = {"constitution/records": len(records)}
+    if cfg.finetune.enabled:
+        tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
+        metrics.update(
+            finetune_on_revisions(cfg, constitution.training_examples(tokenizer, records), run_dir)
+        )
+    return metrics
+
+
+def main() -> None:
+    """The command line entry point (``python -m agents.sft``, ``rlenv-sft``)."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from agents.run.jobs import prepare_command_line
+
+    @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="constitution")
+    def app(cfg: Any) -> None:
+        run(cfg, HydraConfig.get().runtime.output_dir)
+
+    prepare_command_line()
+    app()
+
+
+if __name__ == "__main__":
+    main()

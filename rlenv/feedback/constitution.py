@@ -1,6 +1,7 @@
 """Constitutional AI: a constitution file, critique-and-revision data, supervised fine-tuning.
 
-    python -m rlenv.feedback.constitution [constitution=harmless num_prompts=128 model=smollm2]
+    python -m rlenv.feedback.constitution [constitution=harmless num_prompts=128]   # the revisions
+    python -m agents.sft [constitution=harmless num_prompts=128]    # the revisions, then the fine-tune
 
 A constitution (YAML) holds ``name``, ``criterion`` (what its AI labeler ranks by), a
 ``comparison`` question (what :class:`rlenv.feedback.ai_labeler.AILabeler` asks) and a list
@@ -16,9 +17,10 @@ policy critiques its answer against the principle's critique request, then revis
 against the revision request, each step a turn of the same conversation (the tokenizer's
 chat template where it has one, else ``Human:`` / ``Assistant:`` turns). Each record
 (``prompt``, ``response``, ``principle``, ``critique``, ``revision``) is appended to the
-JSONL ``out`` as it is made, so a rerun resumes; then (``finetune.enabled``) the policy's
-LoRA adapters are fine-tuned on the (request, revision) pairs (:class:`agents.sft.SFTTrainer`)
-and evaluated before and after on held-out requests. Settings: ``conf/constitution.yaml``.
+JSONL ``out`` as it is made, so a rerun resumes. ``python -m agents.sft`` (same settings,
+``conf/constitution.yaml``) writes them the same way, or reads them (``data=<revisions.jsonl>``),
+then fine-tunes the policy's LoRA adapters on the (request, revision) pairs
+(:class:`agents.sft.SFTTrainer`) and evaluates before and after on held-out requests.
 Phase 2 (RLAIF) is ``labeler=ai`` in ``rlenv.feedback.collect`` and the RLHF pipeline.
 """
 
@@ -205,8 +207,10 @@ def training_examples(tokenizer: Any, records: Sequence[dict[str, str]]) -> list
     return [(dialogue(tokenizer, [("user", r["prompt"])]), r["revision"]) for r in records if r["revision"]]
 
 
-def run(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
-    """Write the revisions (resuming ``out``), then fine-tune and evaluate as ``cfg`` says."""
+def run(cfg: Any, run_dir: str | Path) -> list[dict[str, str]]:
+    """Write the revisions of ``cfg.prompts`` (resuming ``cfg.out``); returns their records.
+
+    ``cfg``: ``conf/constitution.yaml``. The fine-tune on them is :func:`agents.sft.run`."""
     import torch
 
     from rlenv.feedback.collect import select_prompts
@@ -217,34 +221,39 @@ def run(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(int(cfg.torch_threads))
     constitution = load_constitution(cfg.constitution)
-    out = Path(cfg.out) if cfg.out else run_dir / "revisions.jsonl"
+    out = revisions_path(cfg, run_dir)
     prompts = select_prompts(cfg.prompts, "train", int(cfg.num_prompts))
     done = {r["prompt"] for r in load_revisions(out)} if out.exists() else set()
     todo = [p for p in dict.fromkeys(prompts) if p not in done]
-    model = load_causal_lm(cfg.model, device=cfg.device)
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
-    sampling = dict(cfg.generation)
-    chunk = int(cfg.chunk_size)
-    from tqdm.auto import tqdm
+    if todo:
+        from tqdm.auto import tqdm
 
-    for start in tqdm(range(0, len(todo), chunk), desc="critique", unit="chunk", disable=not cfg.progress):
-        part = todo[start : start + chunk]
-        for record in critique_and_revise(
-            model, tokenizer, part, constitution, seed=int(cfg.seed) + start, **sampling
+        model = load_causal_lm(cfg.model, device=cfg.device)
+        tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
+        chunk = int(cfg.chunk_size)
+        for start in tqdm(
+            range(0, len(todo), chunk), desc="critique", unit="chunk", disable=not cfg.progress
         ):
-            append_revision(out, record)
-    records = [r for r in load_revisions(out) if r["prompt"] in set(prompts)]
+            part = todo[start : start + chunk]
+            seed = int(cfg.seed) + start
+            for record in critique_and_revise(
+                model, tokenizer, part, constitution, seed=seed, **dict(cfg.generation)
+            ):
+                append_revision(out, record)
+    wanted = set(prompts)
+    records = [r for r in load_revisions(out) if r["prompt"] in wanted]
     print(f"{len(records)} revised answers ({len(todo)} new) -> {out}")
-    metrics: dict[str, Any] = {"constitution/records": len(records)}
-    if cfg.finetune.enabled:
-        from agents.sft import finetune_on_revisions
+    return records
 
-        metrics.update(finetune_on_revisions(cfg, training_examples(tokenizer, records), run_dir))
-    return metrics
+
+def revisions_path(cfg: Any, run_dir: str | Path) -> Path:
+    """Where the revisions go: ``cfg.out``, else ``<run dir>/revisions.jsonl``."""
+    return Path(cfg.out) if cfg.get("out") else Path(run_dir) / "revisions.jsonl"
 
 
 def main() -> None:
-    """Console entry point: the Hydra app over ``conf/constitution.yaml``."""
+    """Console entry point: the Hydra app over ``conf/constitution.yaml`` (the revisions only;
+    ``python -m agents.sft`` also fine-tunes)."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig
