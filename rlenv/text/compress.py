@@ -86,11 +86,10 @@ def save_int8(model: nn.Module, directory: str | Path) -> dict[str, Any]:
     directory.mkdir(parents=True, exist_ok=True)
     linears = compressible_linears(model)
     tensors: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
+    tied = _tied_keys(model)  # a tied weight is stored once; tie_weights restores it
     for key, value in model.state_dict().items():
-        if value.data_ptr() in seen:  # a tied weight is stored once; tie_weights restores it
+        if key in tied:
             continue
-        seen.add(value.data_ptr())
         module = key.rsplit(".", 1)[0]
         if key.endswith(".weight") and module in linears:
             q, scale = quantize_rows(value)

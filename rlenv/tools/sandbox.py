@@ -234,7 +234,6 @@ def run_program(
         try:
             stdout, stderr = process.communicate(program.encode("utf-8", "replace"), timeout=wall_seconds)
         except subprocess.TimeoutExpired:
-            _kill_group(process)
             return SandboxResult("timeout", detail=f"still running after {wall_seconds:g} s of wall time")
         finally:
             _kill_group(process)
