@@ -145,7 +145,12 @@ class EpisodePolicy(Protocol):
     """A network that scores whole episodes from their first observation and their actions."""
 
     def evaluate_episodes(self, first_obs: Observation, actions: Tensor, valid: Tensor) -> EpisodeEvaluation:
-        """Shapes: first_obs (B, ...); actions, valid (T, B) -> outputs (T, B)."""
+        """Shapes: first_obs (B, ...); actions, valid (T, B) -> outputs (T, B).
+
+        A network may also define ``episode_context(rollout)``: what else it needs to score
+        the episodes (the LM networks: the tokens an env wrote between actions), passed back
+        as a fourth argument when not ``None``.
+        """
         ...
 
 

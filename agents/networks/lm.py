@@ -79,6 +79,53 @@ def response_tokens(input_ids: Tensor, response_start: int, num_actions: int) ->
     return tokens
 
 
+def episode_transcripts(obs: Any, next_obs: Any, actions: Tensor, valid: Tensor) -> dict[str, Tensor] | None:
+    """Each episode of a whole-episode rollout as one sequence, when the env wrote into it.
+
+    Windows are left-padded and only grow (nothing is dropped on the left): step ``t``'s window
+    holds ``L_t`` tokens and its action lands at sequence position ``L_t``. A plain text env
+    appends one token per step (``L_{t+1} = L_t + 1``): then ``None`` (the episode is its first
+    window plus its actions). An env that also writes tokens (an observation after a tool call)
+    makes a window grow by more; the episode is then its final window, the one after its last
+    valid step, with the action of step ``t`` at column ``W - L_final + L_t``.
+
+    Shapes: obs, next_obs dicts of (T, B, W); actions, valid (T, B) -> ``input_ids``,
+    ``attention_mask`` (B, W) and ``columns`` (B, T) int64 (invalid steps: the last column).
+
+    Raises:
+        ValueError: the windows are not one growing sequence (tokens were dropped on the left,
+            or the final window does not hold the actions where they were taken).
+    """
+    if not isinstance(obs, Mapping) or "attention_mask" not in obs or "input_ids" not in obs:
+        return None
+    valid = valid.bool()
+    lengths = obs["attention_mask"].long().sum(-1)  # (T, B)
+    if not bool(valid[0].all()):
+        raise ValueError("a whole-episode rollout must have every row valid at its first step")
+    steps = valid.long().sum(0)  # (B,)
+    last = (steps - 1).clamp(min=0)
+    rows = torch.arange(valid.shape[1], device=valid.device)
+    final_ids, final_mask = next_obs["input_ids"][last, rows], next_obs["attention_mask"][last, rows].long()
+    final_lengths = final_mask.sum(-1)
+    growth = torch.where(valid[1:], lengths[1:] - lengths[:-1], 1)
+    if not bool((growth > 1).any()) and not bool((final_lengths - lengths[last, rows] > 1).any()):
+        return None  # one token appended per step: nothing written by the env
+    if bool((growth < 1).any()):
+        raise ValueError(
+            "the env's windows stopped growing within an episode (tokens dropped on the left), so its "
+            "episodes cannot be scored as one sequence; use a larger window"
+        )
+    width = final_ids.shape[1]
+    columns = torch.where(valid, width - final_lengths[None, :] + lengths, width - 1)  # (T, B)
+    held = final_ids.gather(1, columns.T.clamp(0, width - 1)).T
+    if bool((columns < 0).any()) or bool(torch.where(valid, held != actions.long(), False).any()):
+        raise ValueError(
+            "an episode's final window does not hold its actions where they were taken (tokens dropped "
+            "on the left, or an env that rewrote the window); use a larger window"
+        )
+    return {"input_ids": final_ids, "attention_mask": final_mask, "columns": columns.T.contiguous()}
+
+
 def weights_version(module: nn.Module) -> int:
     """A number that changes whenever a trainable parameter is modified in place."""
     return sum(p._version for p in module.parameters() if p.requires_grad)
@@ -146,20 +193,53 @@ class LMActorCritic(nn.Module):
     def reset_cache(self) -> None:
         self.core.context.reset()
 
-    def evaluate_episodes(self, first_obs: Observation, actions: Tensor, valid: Tensor) -> EpisodeEvaluation:
+    def episode_context(self, rollout: Any) -> dict[str, Tensor] | None:
+        """What scoring a rollout's episodes needs beyond their first windows and actions: for
+        envs that write tokens into the window between actions (tool observations), each
+        episode's final window and its actions' columns (:func:`episode_transcripts`); ``None``
+        when every step appended just the action."""
+        return episode_transcripts(rollout.obs, rollout.next_obs, rollout.actions, rollout.valid_mask)
+
+    def evaluate_episodes(
+        self, first_obs: Observation, actions: Tensor, valid: Tensor, context: dict[str, Tensor] | None = None
+    ) -> EpisodeEvaluation:
         """Every generated token of whole episodes scored in one pass (PPO's episode batches).
 
         ``first_obs`` is each episode's first window; ``actions[t]`` the token of step ``t``,
         ``valid[t]`` False after the episode ended (those columns are not attended).
+        ``context`` (from :meth:`episode_context`): the episodes' final windows, holding the
+        tokens the env wrote; only the actions' columns are scored, so env-written tokens
+        never enter the policy loss or the KL penalty.
         Shapes: first_obs (B, W); actions, valid (T, B) -> outputs (T, B).
         """
+        if context is not None:
+            hidden, logits = self.core.encode_at(*self._transcript(context, actions))
+            log_probs = torch.log_softmax(logits, dim=-1)
+            entropies = -(log_probs.exp() * log_probs).sum(-1)
+            chosen = log_probs.gather(-1, actions.T.to(log_probs.device).long().unsqueeze(-1)).squeeze(-1)
+            return EpisodeEvaluation(chosen.T, entropies.T, self.values(hidden).T)
         input_ids, attention_mask = self._sequences(first_obs, actions, valid)
         return self.evaluate_sequences(input_ids, attention_mask, input_ids.shape[1] - actions.shape[0])
 
-    def reference_episodes(self, first_obs: Observation, actions: Tensor, valid: Tensor) -> Tensor:
+    def reference_episodes(
+        self, first_obs: Observation, actions: Tensor, valid: Tensor, context: dict[str, Tensor] | None = None
+    ) -> Tensor:
         """log pi_ref of every generated token of whole episodes. Shapes as :meth:`evaluate_episodes`."""
+        if context is not None:
+            _, logits = self.core.encode_at(*self._transcript(context, actions), reference=True)
+            return token_log_probs(logits, actions.T.to(logits.device)).T
         input_ids, attention_mask = self._sequences(first_obs, actions, valid)
         return self.reference_log_probs(input_ids, attention_mask, input_ids.shape[1] - actions.shape[0])
+
+    def _transcript(self, context: dict[str, Tensor], actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Final windows and the columns whose hidden state chose each action. Shapes: (B, W) x2, (B, T)."""
+        device = self.core.device
+        columns = context["columns"].to(device)
+        if tuple(columns.shape) != (actions.shape[1], actions.shape[0]):
+            raise ValueError(
+                f"context columns {tuple(columns.shape)} do not match actions {tuple(actions.shape)}"
+            )
+        return context["input_ids"].to(device), context["attention_mask"].to(device).long(), columns - 1
 
     def _sequences(self, first_obs: Observation, actions: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """Prompt windows followed by the episodes' tokens; refused if acting dropped tokens."""

@@ -176,6 +176,25 @@ class CausalLMCore(nn.Module):
             hidden = hidden[:, first - start :]
             return hidden, self.head(lm, hidden)
 
+    def encode_at(
+        self, input_ids: Tensor, attention_mask: Tensor, columns: Tensor, *, reference: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """Hidden states and logits at chosen columns of full, left-padded sequences.
+
+        One pass over every attended column; the LM head runs on the chosen columns only
+        (sequences with tokens the env wrote between actions: only the actions' columns).
+
+        Shapes: input_ids, attention_mask (B, L); columns (B, T) int64 in [0, L) ->
+        hidden (B, T, H), logits (B, T, A).
+        """
+        start = min(first_attended_column(attention_mask), int(columns.min()))
+        input_ids, attention_mask = input_ids[:, start:], attention_mask[:, start:]
+        with self.using(reference) as lm:
+            hidden = self.hidden(lm, input_ids, attention_mask, position_ids(attention_mask))
+            index = (columns - start).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+            hidden = hidden.gather(1, index)
+            return hidden, self.head(lm, hidden)
+
     def encode_last(
         self, obs: Mapping[str, Tensor] | Tensor, *, reference: bool = False
     ) -> tuple[Tensor, Tensor]:

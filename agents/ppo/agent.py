@@ -297,7 +297,9 @@ class PPOAgent:
         else:
             advantages, returns = self._group_advantages(rollout, rewards)
         in_loss = self.kl is not None and (self.kl_placement == "loss" or self.ceiling is not None)
-        batch = layout.from_rollout(rollout, advantages, returns, reference if in_loss else None)
+        batch = layout.from_rollout(
+            rollout, advantages, returns, reference if in_loss else None, network=self.network
+        )
         learning_rate = float(self.optimizer.param_groups[0]["lr"])
         if self.ceiling is not None:
             self.ceiling.start(*counts)

@@ -81,7 +81,12 @@ class StepBatch:
 
     @classmethod
     def from_rollout(
-        cls, rollout: Rollout, advantages: Tensor, returns: Tensor, reference_log_probs: Tensor | None = None
+        cls,
+        rollout: Rollout,
+        advantages: Tensor,
+        returns: Tensor,
+        reference_log_probs: Tensor | None = None,
+        network: nn.Module | None = None,
     ) -> StepBatch:
         """``reference_log_probs`` (T, B): log pi_ref of the taken actions, kept for a KL loss term.
 
@@ -161,12 +166,19 @@ class EpisodeBatch:
     advantages: Tensor
     returns: Tensor
     taken_reference_log_probs: Tensor | None = None
+    context: Any = None
 
     @classmethod
     def from_rollout(
-        cls, rollout: Rollout, advantages: Tensor, returns: Tensor, reference_log_probs: Tensor | None = None
+        cls,
+        rollout: Rollout,
+        advantages: Tensor,
+        returns: Tensor,
+        reference_log_probs: Tensor | None = None,
+        network: nn.Module | None = None,
     ) -> EpisodeBatch:
-        """``reference_log_probs`` (T, B): log pi_ref of the taken actions, kept for a KL loss term."""
+        """``reference_log_probs`` (T, B): log pi_ref of the taken actions, kept for a KL loss term.
+        ``network``: asked for the episodes' context (:func:`episode_context`)."""
         return cls(
             first_obs=map_observation(lambda x: x[0], rollout.obs),
             actions=rollout.actions.T,
@@ -176,6 +188,7 @@ class EpisodeBatch:
             advantages=advantages.T,
             returns=returns.T,
             taken_reference_log_probs=None if reference_log_probs is None else reference_log_probs.T,
+            context=episode_context(network, rollout),
         )
 
     def __len__(self) -> int:
@@ -189,7 +202,8 @@ class EpisodeBatch:
         return EpisodeBatch(**{f.name: _index(getattr(self, f.name), rows) for f in fields(self)})
 
     def evaluate(self, network: nn.Module) -> Samples:
-        evaluation = network.evaluate_episodes(self.first_obs, self.actions.T, self.valid.T)
+        arguments = () if self.context is None else (self.context,)
+        evaluation = network.evaluate_episodes(self.first_obs, self.actions.T, self.valid.T, *arguments)
         valid = self.valid
         return Samples(
             evaluation.log_probs.T[valid],
@@ -210,16 +224,26 @@ class EpisodeBatch:
         """log pi_ref(a_t|s_t) of the rollout's actions (T, B), from ``network.reference_episodes``."""
         reference_episodes = _require(network, "reference_episodes")
         first_obs = map_observation(lambda x: x[0], rollout.obs)
+        context = episode_context(network, rollout)
         parts = []
         for rows in torch.arange(rollout.num_envs, device=rollout.actions.device).tensor_split(
             max(1, chunks)
         ):
+            arguments = () if context is None else (_index(context, rows),)
             parts.append(
                 reference_episodes(
-                    _index(first_obs, rows), rollout.actions[:, rows], rollout.valid_mask[:, rows]
+                    _index(first_obs, rows), rollout.actions[:, rows], rollout.valid_mask[:, rows], *arguments
                 )
             )
         return torch.cat(parts, dim=1)
+
+
+def episode_context(network: nn.Module | None, rollout: Rollout) -> Any:
+    """What the network needs to score the rollout's episodes beyond their first observations
+    and actions (``network.episode_context(rollout)``, e.g. the tokens an env wrote between
+    actions), or ``None``. Passed on to ``evaluate_episodes`` and ``reference_episodes``."""
+    method = getattr(network, "episode_context", None)
+    return None if method is None else method(rollout)
 
 
 def _require(network: nn.Module, method: str) -> Any:
