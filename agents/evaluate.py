@@ -40,7 +40,9 @@ def play_episodes(
 ) -> dict[str, float]:
     """Play exactly ``episodes`` episodes, an equal quota per env slot.
 
-    Counting the first episodes to finish would over-count short games; quotas do not. After
+    Counting the first episodes to finish would over-count short games; quotas do not. Numbers
+    an env reports per finished episode in ``info["episode_metrics"]`` (a dict of (B,) arrays,
+    e.g. a tool-use env's ``success`` and ``turns``) are averaged under their names. After
     ``max_steps`` vector steps the evaluation stops with the episodes finished so far (an env
     without a time limit and a policy that never ends an episode would otherwise run forever)
     and warns; ``episodes`` in the result says how many were played.
@@ -55,6 +57,7 @@ def play_episodes(
     running = torch.zeros(num_envs)
     returns: list[float] = []
     outcomes: list[int] = []
+    extras: dict[str, list[float]] = {}  # info["episode_metrics"]: per-episode numbers an env reports
     bar = tqdm(total=episodes, disable=not progress, leave=False, unit="ep")
     masked = "action_mask" in info  # envs without masks: every action legal, no (B, A) mask built
     steps = 0
@@ -79,6 +82,8 @@ def play_episodes(
         returns.extend(running[counted].tolist())
         if "outcome" in info:
             outcomes.extend(as_tensor(info["outcome"], torch.device("cpu"))[counted].long().tolist())
+        for name, values in info.get("episode_metrics", {}).items():
+            extras.setdefault(name, []).extend(as_tensor(values, torch.device("cpu"))[counted].tolist())
         played += counted.long()
         running[done] = 0.0
         bar.update(int(counted.sum()))
@@ -89,6 +94,7 @@ def play_episodes(
         "return_mean": float(values.mean()) if len(values) else math.nan,
         "return_std": float(values.std()) if len(values) else math.nan,
     }
+    result |= {name: float(np.mean(values)) for name, values in extras.items() if values}
     if outcomes:
         n = len(outcomes)
         result |= {
@@ -141,6 +147,9 @@ def format_table(results: dict[str, float], title: str = "") -> str:
         f"{'win %':>10}{'draw %':>10}{'loss %':>10}" if has_outcomes else ""
     )
     header += f"{'return':>10}{'± std':>10}"
+    known = {"episodes", "return_mean", "return_std", "win_rate", "draw_rate", "loss_rate", "losses"}
+    extras = sorted({key.split("/")[2] for key in results if key.count("/") == 2} - known)
+    header += "".join(f"{name:>10}" for name in extras)  # an env's info["episode_metrics"]
     lines = [title, header, "-" * len(header)] if title else [header, "-" * len(header)]
     for setting in settings:
         row = results
@@ -149,6 +158,7 @@ def format_table(results: dict[str, float], title: str = "") -> str:
             for name in ("win_rate", "draw_rate", "loss_rate"):
                 line += f"{100 * row.get(f'eval/{setting}/{name}', float('nan')):>10.2f}"
         line += f"{row[f'eval/{setting}/return_mean']:>10.3f}{row[f'eval/{setting}/return_std']:>10.3f}"
+        line += "".join(f"{row.get(f'eval/{setting}/{name}', float('nan')):>10.3f}" for name in extras)
         lines.append(line)
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""RLHF framed as Gymnasium environments: Tic-Tac-Toe, text generation, tool-using math.
+"""RLHF framed as Gymnasium environments: Tic-Tac-Toe, text generation, tool use (math, a shop).
 
 ``import rlenv`` registers every env id with Gymnasium; entry points are strings, so
 nothing heavy is imported until an env is made.
@@ -10,7 +10,14 @@ import gymnasium
 
 __version__ = "0.1.0"
 
-ENV_IDS = ("rlenv/TicTacToe-v0", "rlenv/TextGeneration-v0", "rlenv/PAL-v0", "rlenv/MathCoT-v0")
+ENV_IDS = (
+    "rlenv/TicTacToe-v0",
+    "rlenv/TextGeneration-v0",
+    "rlenv/PAL-v0",
+    "rlenv/MathCoT-v0",
+    "rlenv/ShopBot-v0",
+    "rlenv/ReviewQA-v0",
+)
 
 
 def _register(env_id: str, entry_point: str, vector_entry_point: str) -> None:
@@ -32,6 +39,16 @@ def register_envs() -> None:
     )
     _register("rlenv/PAL-v0", "rlenv.tools.pal:make_pal_env", "rlenv.tools.pal:make_pal_vector_env")
     _register("rlenv/MathCoT-v0", "rlenv.tools.pal:make_cot_env", "rlenv.tools.pal:make_cot_vector_env")
+    _register(
+        "rlenv/ShopBot-v0",
+        "rlenv.tools.shopbot:make_shopbot_env",
+        "rlenv.tools.shopbot:make_shopbot_vector_env",
+    )
+    _register(
+        "rlenv/ReviewQA-v0",
+        "rlenv.tools.review_qa:make_review_qa_env",
+        "rlenv.tools.review_qa:make_review_qa_vector_env",
+    )
 
 
 register_envs()

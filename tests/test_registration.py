@@ -23,9 +23,8 @@ def _entry_point_or_skip(env_id: str, attribute: str = "entry_point") -> None:
 def test_version_and_expected_ids() -> None:
     assert rlenv.__version__ == "0.1.0"
     assert set(rlenv.ENV_IDS) <= set(RLENV_IDS)
-    assert {"rlenv/TicTacToe-v0", "rlenv/TextGeneration-v0", "rlenv/PAL-v0", "rlenv/MathCoT-v0"} <= set(
-        RLENV_IDS
-    )
+    expected = {"rlenv/TicTacToe-v0", "rlenv/TextGeneration-v0", "rlenv/PAL-v0", "rlenv/MathCoT-v0"}
+    assert expected | {"rlenv/ShopBot-v0", "rlenv/ReviewQA-v0"} <= set(RLENV_IDS)
     rlenv.register_envs()
 
 

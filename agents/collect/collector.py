@@ -20,7 +20,8 @@ class EpisodeStats:
     """Episodes that ended during a rollout.
 
     ``returns`` and ``lengths`` per episode; ``outcomes`` (+1/0/-1) when the env reports
-    ``info["outcome"]``; ``samples`` (prompt, completion, return) when it describes its
+    ``info["outcome"]``; ``extras`` the numbers of ``info["episode_metrics"]`` (name -> (B,)
+    values at the rows that ended); ``samples`` (prompt, completion, return) when it describes its
     episodes as text (``info["prompt"]`` and ``info["completion"]``); ``texts`` maps a
     TensorBoard tag to markdown to log.
     """
@@ -30,6 +31,7 @@ class EpisodeStats:
     outcomes: list[int] = field(default_factory=list)
     samples: list[tuple[str, str, float]] = field(default_factory=list)
     texts: dict[str, str] = field(default_factory=dict)
+    extras: dict[str, list[float]] = field(default_factory=dict)  # info["episode_metrics"]
 
     def metrics(self) -> dict[str, float]:
         if not self.returns:
@@ -39,6 +41,7 @@ class EpisodeStats:
             "charts/episode_length": float(np.mean(self.lengths)),
             "charts/episodes": float(len(self.returns)),
         }
+        out |= {f"charts/{name}": float(np.mean(values)) for name, values in self.extras.items() if values}
         if self.outcomes:
             outcomes = np.asarray(self.outcomes)
             out["charts/win_rate"] = float(np.mean(outcomes > 0))
@@ -295,6 +298,8 @@ class RolloutCollector:
         stats.lengths.extend(self.episode_length[ended].tolist())
         if "outcome" in info:
             stats.outcomes.extend(as_tensor(info["outcome"], self.device)[ended].long().tolist())
+        for name, values in info.get("episode_metrics", {}).items():
+            stats.extras.setdefault(name, []).extend(as_tensor(values, self.device)[ended].float().tolist())
         if "prompt" in info and "completion" in info:
             rows = ended.tolist()
             stats.samples.extend(

@@ -40,6 +40,8 @@ TARGETS: set[str] = {
     "rlenv.gym_vector.make_vector_env",
     "rlenv.text.vector_env.TextGenerationVectorEnv",
     "rlenv.tictactoe.vector_env.TicTacToeVectorEnv",
+    "rlenv.tools.shopbot.make_shopbot_vector_env",
+    "rlenv.tools.review_qa.make_review_qa_vector_env",
     # prompts and rewards of tasks (conf/task/)
     "rlenv.tools.pal.math_prompts",
     "rlenv.tools.pal.MathReward",

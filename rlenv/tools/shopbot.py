@@ -19,7 +19,8 @@ Actions: ``sql[SELECT ...]`` (read-only, row and time limits), ``label[order_id,
 (the shipping API: refuses orders that are not delivered or do not hold the item),
 ``email[address]``, ``ask[question]`` (the simulated customer answers from their profile),
 ``search[query]`` (the handbook, passages cited by id) and ``finish[answer]``. The score is 1
-for a request done, 0 otherwise; the env subtracts the turn cost.
+for a request done, 0 otherwise (a return: half for the right label, half for the email); the
+env subtracts the turn cost.
 
 Held-out episodes use odd database seeds (train: even ones) and the last
 ``heldout_questions`` handbook questions.
@@ -41,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from rlenv.tools.react import Outcome
+from rlenv.tools.react import Outcome, make_tool_env, make_tool_vector_env
 from rlenv.tools.shop import STATUSES, make_shop_database, run_sql
 
 KINDS = ("return", "status", "total", "policy")
@@ -89,24 +90,24 @@ class Customer:
     knows_order_id: bool = False
 
     def answer(self, question: str) -> str:
-        """A reply to the bot's question, from the profile (keyword rules)."""
-        asked = question.lower()
+        """A reply to the bot's question, from the profile (keyword rules over its words)."""
+        words = set(re.findall(r"[a-z]+", question.lower()))
         parts = []
-        if "mail" in asked:
+        if words & {"email", "mail", "address", "e"}:
             parts.append(f"My email is {self.email}.")
-        if "name" in asked:
+        if "name" in words:
             parts.append(f"My name is {self.name}.")
-        if any(word in asked for word in ("order", "number", "id")) and self.order_id is not None:
+        if words & {"order", "number", "id"} and self.order_id is not None:
             parts.append(
                 f"It is order {self.order_id}."
                 if self.knows_order_id
                 else f"I don't have the order number; I ordered on {self.placed}."
             )
-        if any(word in asked for word in ("when", "date", "day")) and self.placed:
+        if words & {"when", "date", "day"} and self.placed and not any(self.placed in p for p in parts):
             parts.append(f"I ordered on {self.placed}.")
-        if any(word in asked for word in ("item", "product", "which", "what")) and self.item:
+        if words & {"item", "product", "which", "return", "returning"} and self.item:
             parts.append(f"It is the {self.item}.")
-        if "city" in asked or "address" in asked and "mail" not in asked:
+        if words & {"city", "live", "where"}:
             parts.append(f"I live in {self.city}.")
         return " ".join(parts) or "Sorry, I don't understand the question."
 
@@ -177,12 +178,11 @@ class ShopEpisode:
             order_id, item = self.truth
             labelled = (order_id, item) in self.labels
             emailed = self.customer.email in self.emails
-            done = labelled and emailed
             detail = (
                 f"return of order {order_id} ({item}): label {'yes' if labelled else 'no'}, "
                 f"email to {self.customer.email} {'yes' if emailed else 'no'}"
             )
-            return Outcome(float(done), done, detail)
+            return Outcome(0.5 * labelled + 0.5 * emailed, labelled and emailed, detail)
         if answer is None:
             return Outcome(0.0, False, f"no finish[...] answer (expected {self.truth})")
         if self.kind == "status":
@@ -326,16 +326,6 @@ class ShopTask:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def make_shopbot_env(task: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
-    """``rlenv/ShopBot-v0``: the tool-use env on :class:`ShopTask` (``task=`` its arguments)."""
-    from rlenv.tools.react import ToolUseEnv
-
-    return ToolUseEnv(ShopTask(**dict(task or {})), **kwargs)
-
-
-def make_shopbot_vector_env(num_envs: int = 8, task: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
-    """The batched ``rlenv/ShopBot-v0``."""
-    from rlenv.tools.react import ToolUseVectorEnv
-
-    kwargs.pop("vectorization_mode", None)
-    return ToolUseVectorEnv(ShopTask(**dict(task or {})), num_envs=num_envs, **kwargs)
+# ``rlenv/ShopBot-v0`` (``task=``: the ShopTask arguments)
+make_shopbot_env = functools.partial(make_tool_env, ShopTask)
+make_shopbot_vector_env = functools.partial(make_tool_vector_env, ShopTask)

@@ -1,0 +1,155 @@
+"""Held-out success of a language model on a tool-use env (ShopBot, review QA): before and after.
+
+Plays ``--episodes`` held-out episodes of ``conf/env/<env>.yaml`` (its evaluation setting) with
+each policy: the base model (``--model``; its LoRA adapter starts at zero, so this is the model
+itself) and, with ``--run``, a trained run's policy. Actions are the greedy token, as in the
+training's final evaluation, or sampled at ``--temperature``. Prints the success rate, mean
+turns and return, why episodes failed (the env's details, grouped), and ``--samples`` whole
+trajectories (thoughts, actions, the env's observations).
+
+    python -m benchmarks.tool_agents --env shopbot --episodes 32
+    python -m benchmarks.tool_agents --env shopbot --run outputs/<date>/<time> --episodes 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import time
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+
+from agents.collect.collector import as_observation
+
+
+class GreedyLM:
+    """The base model as a policy: greedy or sampled next tokens of an LM actor-critic."""
+
+    def __init__(self, model: str, vocab_size: int, temperature: float) -> None:
+        from gymnasium import spaces
+
+        from agents.networks.lm import LMActorCritic
+
+        self.network = LMActorCritic(None, spaces.Discrete(vocab_size), model=model)
+        self.temperature, self.device = temperature, torch.device("cpu")
+
+    @torch.no_grad()
+    def act(self, obs: Any, action_mask: Any = None, deterministic: bool = True) -> torch.Tensor:
+        logits, _ = self.network(obs)
+        if deterministic or self.temperature <= 0:
+            return logits.argmax(-1)
+        return torch.distributions.Categorical(logits=logits / self.temperature).sample()
+
+
+class RunPolicy:
+    def __init__(self, run: str, temperature: float) -> None:
+        from agents import load_agent
+
+        self.agent, self.temperature, self.device = (
+            load_agent(run, device="cpu"),
+            temperature,
+            torch.device("cpu"),
+        )
+
+    @torch.no_grad()
+    def act(self, obs: Any, action_mask: Any = None, deterministic: bool = True) -> torch.Tensor:
+        if deterministic or self.temperature <= 0:
+            return self.agent.act(obs, None, deterministic=True)
+        logits, _ = self.agent.network(obs)
+        return torch.distributions.Categorical(logits=logits / self.temperature).sample()
+
+
+def play(policy: Any, env: Any, episodes: int, seed: int, deterministic: bool) -> list[dict[str, Any]]:
+    """Exactly ``episodes`` episodes (a quota per row); one record per finished episode."""
+    obs, _ = env.reset(seed=seed)
+    quota = [episodes // env.num_envs + (row < episodes % env.num_envs) for row in range(env.num_envs)]
+    records: list[dict[str, Any]] = []
+    returns = torch.zeros(env.num_envs)
+    while any(quota):
+        actions = policy.act(as_observation(obs, policy.device), None, deterministic=deterministic)
+        obs, rewards, terminated, truncated, info = env.step(actions)
+        returns += rewards.float().cpu()
+        for row in (terminated | truncated).nonzero().flatten().tolist():
+            if quota[row]:
+                quota[row] -= 1
+                records.append(
+                    {
+                        "success": float(info["episode_metrics"]["success"][row]),
+                        "turns": float(info["episode_metrics"]["turns"][row]),
+                        "return": float(returns[row]),
+                        "detail": info["reward_detail"][row],
+                        "prompt": info["prompt"][row],
+                        "transcript": info["completion"][row],
+                    }
+                )
+            returns[row] = 0.0
+    return records
+
+
+def reason_of(detail: str) -> str:
+    """A detail without its numbers, addresses and quotes, so that like failures group together."""
+    text = re.sub(r"'[^']*'|\S+@\S+", "X", detail)
+    return re.sub(r"-?\d+(\.\d+)?", "N", text)
+
+
+def report(name: str, records: list[dict[str, Any]], seconds: float, samples: int, prefix: str) -> None:
+    n = len(records)
+    mean = {key: sum(r[key] for r in records) / n for key in ("success", "turns", "return")}
+    print(
+        f"\n## {name}: success {mean['success']:.3f} ({int(mean['success'] * n)}/{n}), "
+        f"mean turns {mean['turns']:.2f}, mean return {mean['return']:.3f}, {seconds:.0f} s"
+    )
+    reasons = collections.Counter(reason_of(r["detail"]) for r in records if not r["success"])
+    for reason, count in reasons.most_common(6):
+        print(f"  {count:3d} x {reason}")
+    for record in records[:samples]:
+        request = record["prompt"][len(prefix) :] if record["prompt"].startswith(prefix) else record["prompt"]
+        print(f"\n--- success={record['success']:.0f} turns={record['turns']:.0f} ({record['detail']})")
+        print(request + record["transcript"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--env", default="shopbot")
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--run", default=None, help="a training run directory (its latest checkpoint)")
+    parser.add_argument("--episodes", type=int, default=32)
+    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (as the evaluation)")
+    parser.add_argument("--samples", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--skip-base", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. env.vector.max_turns=4")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"env={args.env}", f"env.model={args.model}", *args.overrides])
+    setting = dict(next(iter(cfg.env.evaluation.settings.values())))
+    env = instantiate(cfg.env.vector, num_envs=args.num_envs, device="cpu", **setting)
+    prefix = str(cfg.env.vector.task.get("prefix", ""))
+    policies = (
+        []
+        if args.skip_base
+        else [("base " + args.model, lambda: GreedyLM(args.model, env.vocab_size, args.temperature))]
+    )
+    if args.run:
+        policies.append((f"trained ({args.run})", lambda: RunPolicy(args.run, args.temperature)))
+    mode = "greedy" if args.temperature <= 0 else f"temperature {args.temperature}"
+    print(f"# {args.env}: {args.episodes} held-out episodes, {mode}")
+    for name, make in policies:
+        policy = make()
+        started = time.perf_counter()
+        records = play(policy, env, args.episodes, args.seed, deterministic=args.temperature <= 0)
+        report(name, records, time.perf_counter() - started, args.samples, prefix)
+    env.close()
+
+
+if __name__ == "__main__":
+    main()
