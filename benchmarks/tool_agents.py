@@ -103,6 +103,11 @@ def report(name: str, records: list[dict[str, Any]], seconds: float, samples: in
         f"\n## {name}: success {mean['success']:.3f} ({int(mean['success'] * n)}/{n}), "
         f"mean turns {mean['turns']:.2f}, mean return {mean['return']:.3f}, {seconds:.0f} s"
     )
+    kinds = collections.defaultdict(list)  # ShopBot's details start with the request's kind
+    for record in records:
+        kinds[record["detail"].split(" ")[0].rstrip(":")].append(record["success"])
+    if len(kinds) > 1:
+        print("  by kind: " + ", ".join(f"{k} {sum(v):.0f}/{len(v)}" for k, v in sorted(kinds.items())))
     reasons = collections.Counter(reason_of(r["detail"]) for r in records if not r["success"])
     for reason, count in reasons.most_common(6):
         print(f"  {count:3d} x {reason}")

@@ -225,3 +225,12 @@ def test_math_tools_scores_pal_and_chain_of_thought_with_the_tiny_model():
         "benchmarks.math_tools", "--model", "tiny", "--problems", "3", "--new-tokens", "4", "--threads", "1"
     )
     assert "pal: tiny, 3 held-out problems" in out and "math_cot: tiny" in out and "success" in out
+
+
+def test_tool_agents_plays_held_out_shopbot_episodes_with_the_tiny_model():
+    out = run_module(
+        "benchmarks.tool_agents", "--model", "tiny", "--episodes", "2", "--num-envs", "2", "--threads", "1",
+        "env.vector.window=400", "env.vector.max_turns=2", "env.vector.max_turn_tokens=4",
+    )  # fmt: skip
+    assert "# shopbot: 2 held-out episodes, greedy" in out and "## base tiny: success 0.000 (0/2)" in out
+    assert "--- success=0" in out and "Customer: Hi" in out and "Thought:" in out

@@ -58,6 +58,26 @@ def check_actions(actions: Any, num_envs: int, vocab_size: int, active: Tensor) 
     return actions
 
 
+def rows_to_reset(reset_mask: Any, num_envs: int, first: bool) -> list[int]:
+    """The rows of ``options["reset_mask"]`` (every row when it is ``None``), checked.
+
+    Raises:
+        ValueError: the mask is not a (num_envs,) bool array, or it leaves rows out of the
+            ``first`` reset.
+    """
+    if reset_mask is None:
+        return list(range(num_envs))
+    mask = torch.as_tensor(np.asarray(reset_mask) if not isinstance(reset_mask, Tensor) else reset_mask)
+    if mask.dtype != torch.bool or tuple(mask.shape) != (num_envs,):
+        raise ValueError(
+            f"options['reset_mask'] must be a ({num_envs},) bool array, "
+            f"got dtype {mask.dtype} shape {tuple(mask.shape)}"
+        )
+    if first and not bool(mask.all()):
+        raise ValueError(f"the first reset must restart every row; got reset_mask {mask.tolist()}")
+    return mask.cpu().nonzero().flatten().tolist()
+
+
 class TextGenerationVectorEnv(VectorEnv):
     """``num_envs`` text-generation rollouts stepped together, state kept as torch tensors.
 
@@ -325,17 +345,7 @@ class TextGenerationVectorEnv(VectorEnv):
         return rewards
 
     def _rows_to_reset(self, reset_mask: Any) -> list[int]:
-        if reset_mask is None:
-            return list(range(self.num_envs))
-        mask = torch.as_tensor(np.asarray(reset_mask) if not isinstance(reset_mask, Tensor) else reset_mask)
-        if mask.dtype != torch.bool or tuple(mask.shape) != (self.num_envs,):
-            raise ValueError(
-                f"options['reset_mask'] must be a ({self.num_envs},) bool array, "
-                f"got dtype {mask.dtype} shape {tuple(mask.shape)}"
-            )
-        if self._needs_reset and not bool(mask.all()):
-            raise ValueError(f"the first reset must restart every row; got reset_mask {mask.tolist()}")
-        return mask.nonzero().flatten().tolist()
+        return rows_to_reset(reset_mask, self.num_envs, first=self._needs_reset)
 
     def _sample_prompts(self, count: int) -> tuple[list[str], list[list[int]]]:
         indices = self.np_random.integers(len(self.config.prompts), size=count).tolist()

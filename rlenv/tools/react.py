@@ -48,7 +48,7 @@ from torch import Tensor
 from rlenv.text.env import check_action, decode_completion
 from rlenv.text.tokenizers import load_tokenizer
 from rlenv.text.tokens import left_pad
-from rlenv.text.vector_env import AUTORESET_MODES, check_actions
+from rlenv.text.vector_env import AUTORESET_MODES, check_actions, rows_to_reset
 
 ACTION = re.compile(r"Action:\s*([A-Za-z_][A-Za-z_0-9]*)\s*\[(.*?)\]", re.DOTALL)
 SPLITS = ("train", "heldout")
@@ -208,18 +208,7 @@ class ToolUseVectorEnv(VectorEnv):
         unknown = sorted(set(options) - {"reset_mask"})
         if unknown:
             raise ValueError(f"unknown reset options {unknown}; valid: ['reset_mask']")
-        mask = options.get("reset_mask")
-        if mask is None:
-            rows = list(range(self.num_envs))
-        else:
-            mask = np.asarray(mask.cpu() if isinstance(mask, Tensor) else mask)
-            if mask.dtype != np.bool_ or mask.shape != (self.num_envs,):
-                raise ValueError(
-                    f"options['reset_mask'] must be a ({self.num_envs},) bool array, got {mask!r}"
-                )
-            if self._needs_reset and not mask.all():
-                raise ValueError("the first reset must restart every row")
-            rows = np.flatnonzero(mask).tolist()
+        rows = rows_to_reset(options.get("reset_mask"), self.num_envs, first=self._needs_reset)
         for row in rows:
             self._start(row)
         self._needs_reset = False
