@@ -64,29 +64,31 @@ class RunPolicy:
 
 
 def play(policy: Any, env: Any, episodes: int, seed: int, deterministic: bool) -> list[dict[str, Any]]:
-    """Exactly ``episodes`` episodes (a quota per row); one record per finished episode."""
-    obs, _ = env.reset(seed=seed)
-    quota = [episodes // env.num_envs + (row < episodes % env.num_envs) for row in range(env.num_envs)]
+    """``episodes`` episodes in batches of ``env.num_envs`` whole episodes, batch ``k`` reset with
+    ``seed + k``: every policy plays the same episodes. One record per episode."""
     records: list[dict[str, Any]] = []
-    returns = torch.zeros(env.num_envs)
-    while any(quota):
-        actions = policy.act(as_observation(obs, policy.device), None, deterministic=deterministic)
-        obs, rewards, terminated, truncated, info = env.step(actions)
-        returns += rewards.float().cpu()
-        for row in (terminated | truncated).nonzero().flatten().tolist():
-            if quota[row]:
-                quota[row] -= 1
-                records.append(
-                    {
-                        "success": float(info["episode_metrics"]["success"][row]),
-                        "turns": float(info["episode_metrics"]["turns"][row]),
-                        "return": float(returns[row]),
-                        "detail": info["reward_detail"][row],
-                        "prompt": info["prompt"][row],
-                        "transcript": info["completion"][row],
-                    }
-                )
-            returns[row] = 0.0
+    for batch in range(-(-episodes // env.num_envs)):
+        obs, _ = env.reset(seed=seed + batch)
+        returns = torch.zeros(env.num_envs)
+        wanted = min(env.num_envs, episodes - batch * env.num_envs)
+        done = False
+        while not done:
+            actions = policy.act(as_observation(obs, policy.device), None, deterministic=deterministic)
+            obs, rewards, terminated, truncated, info = env.step(actions)
+            returns += rewards.float().cpu()
+            for row in (terminated | truncated).nonzero().flatten().tolist():
+                if row < wanted:
+                    records.append(
+                        {
+                            "success": float(info["episode_metrics"]["success"][row]),
+                            "turns": float(info["episode_metrics"]["turns"][row]),
+                            "return": float(returns[row]),
+                            "detail": info["reward_detail"][row],
+                            "prompt": info["prompt"][row],
+                            "transcript": info["completion"][row],
+                        }
+                    )
+            done = bool(info["all_done"])
     return records
 
 
@@ -137,6 +139,7 @@ def main() -> None:
     with initialize_config_module(config_module="conf", version_base="1.3"):
         cfg = compose("config", overrides=[f"env={args.env}", f"env.model={args.model}", *args.overrides])
     setting = dict(next(iter(cfg.env.evaluation.settings.values())))
+    setting["autoreset_mode"] = "disabled"  # batches of whole episodes, the same for every policy
     env = instantiate(cfg.env.vector, num_envs=args.num_envs, device="cpu", **setting)
     prefix = str(cfg.env.vector.task.get("prefix", ""))
     policies = (

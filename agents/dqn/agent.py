@@ -254,6 +254,8 @@ class DQNAgent(_EpsilonGreedyAgent):
         temperature: Boltzmann exploration: the non-random actions are sampled from
             ``softmax(Q / temperature)`` over legal actions instead of taken greedily (``None``:
             greedy; epsilon still mixes in uniformly random legal actions).
+        augment: a transform of each replay minibatch, ``augment(batch, generator) -> batch``,
+            e.g. :class:`agents.core.augment.CellSymmetries` (board symmetries); ``None``: none.
         generator: the RNG of exploration and replay sampling (``None``: torch's global RNG).
     """
 
@@ -286,6 +288,7 @@ class DQNAgent(_EpsilonGreedyAgent):
         loss: Literal["huber", "mse"] = "huber",
         store_action_masks: bool = True,
         temperature: float | None = None,
+        augment: Any = None,
         generator: torch.Generator | None = None,
     ):
         super().__init__(
@@ -301,6 +304,13 @@ class DQNAgent(_EpsilonGreedyAgent):
         if temperature is not None and not temperature > 0:
             raise ValueError(f"temperature must be positive or null (epsilon-greedy only), got {temperature}")
         self.temperature = None if temperature is None else float(temperature)
+        if augment is not None:
+            if not callable(augment):
+                raise TypeError(f"augment must be a callable (batch, generator) -> batch, got {augment!r}")
+            check = getattr(augment, "check_spaces", None)
+            if check is not None:
+                check(observation_space, action_space)
+        self.augment = augment
         self.gamma, self.batch_size, self.learning_starts = gamma, batch_size, learning_starts
         self.train_frequency, self.gradient_steps = train_frequency, gradient_steps
         self.target_update, self.target_update_interval, self.tau = target_update, target_update_interval, tau
@@ -331,7 +341,10 @@ class DQNAgent(_EpsilonGreedyAgent):
             return metrics
         losses, q_means = [], []
         for _ in range(self.gradient_steps):
-            loss, q_mean = self.update(self.replay.sample(self.batch_size, self.generator))
+            batch = self.replay.sample(self.batch_size, self.generator)
+            if self.augment is not None:
+                batch = self.augment(batch, self.generator)
+            loss, q_mean = self.update(batch)
             losses.append(loss)
             q_means.append(q_mean)
         metrics["loss/td"] = torch.stack(losses).mean().item()

@@ -36,6 +36,8 @@ TARGETS: set[str] = {
     "agents.ppo.kl.AdaptiveKLController",
     "agents.ppo.kl.FixedKLController",
     "agents.ppo.kl.PIKLController",
+    "agents.core.augment.CellSymmetries",
+    "rlenv.tictactoe.rules.board_symmetries",
     # envs
     "rlenv.gym_vector.make_vector_env",
     "rlenv.text.vector_env.TextGenerationVectorEnv",

@@ -220,6 +220,7 @@ class DQNConfig(EpsilonGreedyConfig):
     loss: str = checked("huber", one_of("huber", "mse"))
     store_action_masks: bool = True
     temperature: float | None = checked(None, optional(positive, "epsilon-greedy only"))
+    augment: Any = None
 
 
 @dataclass

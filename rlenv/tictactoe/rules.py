@@ -33,6 +33,16 @@ rows (B,) bool, the boards that need a move; returns (B,) int64 cells in ``0..8`
 """
 
 
+def board_symmetries() -> list[list[int]]:
+    """The 8 symmetries of the board (rotations and reflections) as cell permutations.
+
+    ``perm[i]`` is the cell whose mark the transformed board holds at cell ``i`` (row-major).
+    """
+    grid = torch.arange(NUM_CELLS).view(3, 3)
+    rotations = [torch.rot90(grid, k) for k in range(4)]
+    return [g.flatten().tolist() for r in rotations for g in (r, r.T)]
+
+
 @cache
 def _lines(device: torch.device) -> Tensor:
     return LINES.to(device)

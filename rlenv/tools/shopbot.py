@@ -184,7 +184,7 @@ class ShopEpisode:
             )
             return Outcome(0.5 * labelled + 0.5 * emailed, labelled and emailed, detail)
         if answer is None:
-            return Outcome(0.0, False, f"no finish[...] answer (expected {self.truth})")
+            return Outcome(0.0, False, f"{self.kind}: no finish[...] answer (expected {self.truth})")
         if self.kind == "status":
             said = {status for status in STATUSES if status in answer.lower()}
             done = said == {self.truth}
