@@ -184,3 +184,25 @@ def test_env_written_tokens_are_left_out_of_the_policy_loss_and_the_kl():
     assert not torch.allclose(naive.log_probs.T[valid], samples.new_log_probs, atol=1e-3)
     metrics = agent.learn(rollout)
     assert np.isfinite(metrics["loss/policy"])
+
+
+def test_the_evaluation_reports_the_episode_metrics_of_a_tool_env():
+    from agents.evaluate import format_table, play_episodes
+
+    class Finisher:
+        """Says 'Action: finish[yes]' in every row."""
+
+        device = torch.device("cpu")
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def act(self, obs, mask=None, deterministic=True):
+            word = ("Action:", "finish[yes]")[self.calls % 2]
+            self.calls += 1
+            return torch.tensor(ids(word) * obs["input_ids"].shape[0])
+
+    result = play_episodes(Finisher(), make_env(num_envs=2), episodes=4, seed=0)
+    assert result["success"] == 1.0 and result["turns"] == 0.0 and result["episodes"] == 4
+    table = format_table({f"eval/heldout/{k}": v for k, v in result.items()})
+    assert "success" in table.splitlines()[0] and "turns" in table.splitlines()[0]
