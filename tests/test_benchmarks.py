@@ -234,3 +234,12 @@ def test_tool_agents_plays_held_out_shopbot_episodes_with_the_tiny_model():
     )  # fmt: skip
     assert "# shopbot: 2 held-out episodes, greedy" in out and "## base tiny: success 0.000 (0/2)" in out
     assert "--- success=0" in out and "Customer: Hi" in out and "Thought:" in out
+
+
+def test_shared_prefix_prints_the_speed_up_and_an_exact_match_with_the_tiny_model():
+    out = run_module(
+        "benchmarks.shared_prefix", "--model", "tiny", "--batch", "3", "--rest", "20", "--repeats", "1"
+    )
+    assert "| shared prefix once |" in out and "| each row whole |" in out
+    difference = float(out.rsplit("largest log-prob difference: ", 1)[1].split()[0])
+    assert difference < 1e-4

@@ -25,6 +25,23 @@ from torch import Tensor, nn
 from agents.networks.lm_cache import ContextCache, split_observation
 from rlenv.text.tokens import first_attended_column, position_ids
 
+SHARED_PREFIX_MIN = 32  # tokens: a shorter common prefix is encoded with each row
+
+
+def shared_prefix_length(input_ids: Tensor, attention_mask: Tensor, starts: Tensor, limit: int) -> int:
+    """How many leading attended tokens every row has in common, at most ``limit``.
+
+    Shapes: input_ids, attention_mask (B, L); starts (B,): each row's first attended column.
+    """
+    limit = min(limit, int((input_ids.shape[1] - starts).min()))
+    if limit < 1:
+        return 0
+    index = starts[:, None] + torch.arange(limit, device=input_ids.device)[None]
+    tokens, attended = input_ids.gather(1, index), attention_mask.gather(1, index).bool()
+    same = ((tokens == tokens[:1]) & attended).all(0)
+    return int(same.long().cumprod(0).sum())
+
+
 DEFAULT_LORA: Mapping[str, Any] = MappingProxyType(
     {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ("q_proj", "v_proj")}
 )
@@ -165,15 +182,15 @@ class CausalLMCore(nn.Module):
         """Hidden states and logits at columns ``first`` onwards of full, left-padded sequences.
 
         Leading columns that are padding in every row are skipped; positions count attended
-        tokens only, so left padding changes nothing.
+        tokens only, so left padding changes nothing. A prefix every row shares is encoded once
+        (:meth:`sequence_hidden`).
 
         Shapes: input_ids, attention_mask (B, L) -> hidden (B, L - first, H), logits (B, L - first, A).
         """
-        start = min(first_attended_column(attention_mask), first)
-        input_ids, attention_mask = input_ids[:, start:], attention_mask[:, start:]
+        needed = torch.full((input_ids.shape[0],), first, dtype=torch.int64, device=input_ids.device)
         with self.using(reference) as lm:
-            hidden = self.hidden(lm, input_ids, attention_mask, position_ids(attention_mask))
-            hidden = hidden[:, first - start :]
+            hidden, offset = self.sequence_hidden(lm, input_ids, attention_mask, needed)
+            hidden = hidden[:, first - offset :]
             return hidden, self.head(lm, hidden)
 
     def encode_at(
@@ -181,19 +198,58 @@ class CausalLMCore(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Hidden states and logits at chosen columns of full, left-padded sequences.
 
-        One pass over every attended column; the LM head runs on the chosen columns only
-        (sequences with tokens the env wrote between actions: only the actions' columns).
+        One pass over every attended column (a prefix every row shares encoded once); the LM
+        head runs on the chosen columns only (sequences with tokens the env wrote between
+        actions: only the actions' columns).
 
         Shapes: input_ids, attention_mask (B, L); columns (B, T) int64 in [0, L) ->
         hidden (B, T, H), logits (B, T, A).
         """
-        start = min(first_attended_column(attention_mask), int(columns.min()))
-        input_ids, attention_mask = input_ids[:, start:], attention_mask[:, start:]
         with self.using(reference) as lm:
-            hidden = self.hidden(lm, input_ids, attention_mask, position_ids(attention_mask))
-            index = (columns - start).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+            hidden, offset = self.sequence_hidden(lm, input_ids, attention_mask, columns.min(-1).values)
+            index = (columns - offset).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
             hidden = hidden.gather(1, index)
             return hidden, self.head(lm, hidden)
+
+    def sequence_hidden(
+        self, lm: nn.Module, input_ids: Tensor, attention_mask: Tensor, needed: Tensor
+    ) -> tuple[Tensor, int]:
+        """Final hidden states of full, left-padded sequences from column ``offset`` on.
+
+        ``needed[b]``: the first column of row ``b`` whose hidden state the caller reads;
+        ``offset`` is at most every row's. When the rows open with the same tokens (a task's
+        few-shot prefix, the prompt of a group) for at least ``SHARED_PREFIX_MIN`` tokens before
+        any needed column, that prefix goes through the model once, its keys and values are
+        shared by every row (gradients flow back through them, summed over the rows), and the
+        rest of each row attends to them: the same states as one pass per row, for the cost of
+        one prefix instead of B.
+
+        Shapes: input_ids, attention_mask (B, L); needed (B,) -> hidden (B, L - offset, H).
+        """
+        attention_mask = attention_mask.long()
+        starts = (attention_mask.cumsum(-1) == 0).sum(-1)  # first attended column of each row
+        shared = shared_prefix_length(input_ids, attention_mask, starts, int((needed - starts).min()))
+        if input_ids.shape[0] < 2 or shared < SHARED_PREFIX_MIN:
+            start = min(first_attended_column(attention_mask), int(needed.min()))
+            ids, mask = input_ids[:, start:], attention_mask[:, start:]
+            return self.hidden(lm, ids, mask, position_ids(mask)), start
+        from transformers import DynamicCache
+
+        batch, length = input_ids.shape
+        first = int(starts[0])
+        prefix = input_ids[:1, first : first + shared]
+        cache = DynamicCache()
+        positions = torch.arange(shared, device=input_ids.device)[None]
+        self.hidden(lm, prefix, torch.ones_like(prefix), positions, cache)
+        for layer in cache.layers:
+            layer.keys = layer.keys.expand(batch, -1, -1, -1)
+            layer.values = layer.values.expand(batch, -1, -1, -1)
+        offset = int((starts + shared).min())  # every row's rest starts at or after it
+        columns = torch.arange(offset, length, device=input_ids.device)
+        rest_mask = attention_mask[:, offset:] * (columns[None] >= (starts + shared)[:, None])
+        mask = torch.cat([torch.ones_like(rest_mask[:, :1]).expand(-1, shared), rest_mask], dim=1)
+        hidden = self.hidden(lm, input_ids[:, offset:], mask, position_ids(rest_mask) + shared, cache)
+        return hidden, offset
 
     def encode_last(
         self, obs: Mapping[str, Tensor] | Tensor, *, reference: bool = False

@@ -244,3 +244,46 @@ def test_bad_arguments_are_named():
         net.evaluate_sequences(torch.ones(1, 12, dtype=torch.long), torch.ones(1, 12, dtype=torch.long), 12)
     with pytest.raises(KeyError, match="attention_mask"):
         net({"input_ids": torch.ones(1, 4, dtype=torch.long)})
+
+
+def test_a_prefix_shared_by_every_row_is_encoded_once_with_the_same_states_and_gradients(monkeypatch):
+    from agents.networks import lm_core
+
+    net = make_net()
+    set_adapter_weights(net)
+    shared = random_prompts([40], seed=5)[0]
+    rows = [shared + rest for rest in random_prompts([6, 11, 3, 9], seed=6)]
+    batch = left_padded(rows, window=64)
+    batch["attention_mask"][1, -2:] = 0  # a row that finished early
+    starts = (batch["attention_mask"].cumsum(-1) == 0).sum(-1)
+    assert lm_core.shared_prefix_length(batch["input_ids"], batch["attention_mask"], starts, 100) == 40
+    assert lm_core.shared_prefix_length(batch["input_ids"], batch["attention_mask"], starts, 25) == 25
+    columns = torch.tensor([[61, 62, 63]] * 4)
+    calls = []
+
+    def run(minimum: int):
+        monkeypatch.setattr(lm_core, "SHARED_PREFIX_MIN", minimum)
+        net.zero_grad()
+        hidden = net.core.hidden
+        monkeypatch.setattr(
+            net.core, "hidden", lambda lm, ids, *a: calls.append(ids.shape) or hidden(lm, ids, *a)
+        )
+        _, at = net.core.encode_at(batch["input_ids"], batch["attention_mask"], columns)
+        _, tail = net.core.encode(batch["input_ids"], batch["attention_mask"], 61)
+        reference = net.core.encode_at(batch["input_ids"], batch["attention_mask"], columns, reference=True)[
+            1
+        ]
+        (at.logsumexp(-1).sum() + tail[:, :, 0].sum()).backward()
+        grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+        return at, tail, reference, grads
+
+    once = run(32)
+    assert calls[0] == (1, 40)  # the prefix alone, once for the batch
+    calls.clear()
+    each = run(10**9)
+    assert all(shape[0] == 4 for shape in calls)
+    for a, b in zip(once[:3], each[:3], strict=True):
+        assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert once[3].keys() == each[3].keys() and len(once[3]) > 0
+    for name in once[3]:
+        assert_close(once[3][name], each[3][name], atol=1e-4, rtol=1e-3)  # float32 sums in another order
