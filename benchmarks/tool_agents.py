@@ -105,10 +105,11 @@ def report(name: str, records: list[dict[str, Any]], seconds: float, samples: in
         f"\n## {name}: success {mean['success']:.3f} ({int(mean['success'] * n)}/{n}), "
         f"mean turns {mean['turns']:.2f}, mean return {mean['return']:.3f}, {seconds:.0f} s"
     )
-    kinds = collections.defaultdict(list)  # ShopBot's details start with the request's kind
+    kinds = collections.defaultdict(list)  # details that start with "<kind>:" (ShopBot's requests)
     for record in records:
-        kinds[record["detail"].split(" ")[0].rstrip(":")].append(record["success"])
-    if len(kinds) > 1:
+        kind = re.match(r"(\w+):", record["detail"])
+        kinds[kind.group(1) if kind else ""].append(record["success"])
+    if len(kinds) > 1 and "" not in kinds:
         print("  by kind: " + ", ".join(f"{k} {sum(v):.0f}/{len(v)}" for k, v in sorted(kinds.items())))
     reasons = collections.Counter(reason_of(r["detail"]) for r in records if not r["success"])
     for reason, count in reasons.most_common(6):

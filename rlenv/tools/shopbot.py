@@ -179,7 +179,7 @@ class ShopEpisode:
             labelled = (order_id, item) in self.labels
             emailed = self.customer.email in self.emails
             detail = (
-                f"return of order {order_id} ({item}): label {'yes' if labelled else 'no'}, "
+                f"return: order {order_id} ({item}), label {'yes' if labelled else 'no'}, "
                 f"email to {self.customer.email} {'yes' if emailed else 'no'}"
             )
             return Outcome(0.5 * labelled + 0.5 * emailed, labelled and emailed, detail)
