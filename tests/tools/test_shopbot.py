@@ -56,7 +56,8 @@ def test_return_needs_the_right_label_and_the_confirmation_email(task):
     assert episode.call("email", "nobody@example.com").startswith("error: no customer has the address")
     assert episode.call("email", episode.customer.email) == f"email sent to {episode.customer.email}"
     outcome = episode.outcome(None)
-    assert outcome.success and outcome.score == 1.0 and outcome.detail.startswith(f"return: order {order_id} ({item}), label yes, email")
+    assert outcome.success and outcome.score == 1.0
+    assert outcome.detail.startswith(f"return: order {order_id} ({item}), label yes, email")
 
 
 def test_label_refuses_orders_that_are_not_delivered(task):
