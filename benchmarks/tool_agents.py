@@ -26,16 +26,11 @@ from hydra.utils import instantiate
 from agents.collect.collector import as_observation
 
 
-class GreedyLM:
-    """The base model as a policy: greedy or sampled next tokens of an LM actor-critic."""
+class LMPolicy:
+    """An LM actor-critic as a policy: the greedy next token, or one sampled at ``temperature``."""
 
-    def __init__(self, model: str, vocab_size: int, temperature: float) -> None:
-        from gymnasium import spaces
-
-        from agents.networks.lm import LMActorCritic
-
-        self.network = LMActorCritic(None, spaces.Discrete(vocab_size), model=model)
-        self.temperature, self.device = temperature, torch.device("cpu")
+    def __init__(self, network: Any, temperature: float) -> None:
+        self.network, self.temperature, self.device = network, temperature, torch.device("cpu")
 
     @torch.no_grad()
     def act(self, obs: Any, action_mask: Any = None, deterministic: bool = True) -> torch.Tensor:
@@ -45,22 +40,20 @@ class GreedyLM:
         return torch.distributions.Categorical(logits=logits / self.temperature).sample()
 
 
-class RunPolicy:
-    def __init__(self, run: str, temperature: float) -> None:
-        from agents import load_agent
+def base_network(model: str, vocab_size: int) -> Any:
+    """The base model in an LM actor-critic (its LoRA adapter starts at zero: the model itself)."""
+    from gymnasium import spaces
 
-        self.agent, self.temperature, self.device = (
-            load_agent(run, device="cpu"),
-            temperature,
-            torch.device("cpu"),
-        )
+    from agents.networks.lm import LMActorCritic
 
-    @torch.no_grad()
-    def act(self, obs: Any, action_mask: Any = None, deterministic: bool = True) -> torch.Tensor:
-        if deterministic or self.temperature <= 0:
-            return self.agent.act(obs, None, deterministic=True)
-        logits, _ = self.agent.network(obs)
-        return torch.distributions.Categorical(logits=logits / self.temperature).sample()
+    return LMActorCritic(None, spaces.Discrete(vocab_size), model=model)
+
+
+def run_network(run: str) -> Any:
+    """The trained policy network of a run directory (its latest checkpoint)."""
+    from agents import load_agent
+
+    return load_agent(run, device="cpu").network
 
 
 def play(policy: Any, env: Any, episodes: int, seed: int, deterministic: bool) -> list[dict[str, Any]]:
@@ -144,16 +137,14 @@ def main() -> None:
     env = instantiate(cfg.env.vector, num_envs=args.num_envs, device="cpu", **setting)
     prefix = str(cfg.env.vector.task.get("prefix", ""))
     policies = (
-        []
-        if args.skip_base
-        else [("base " + args.model, lambda: GreedyLM(args.model, env.vocab_size, args.temperature))]
+        [] if args.skip_base else [(f"base {args.model}", lambda: base_network(args.model, env.vocab_size))]
     )
     if args.run:
-        policies.append((f"trained ({args.run})", lambda: RunPolicy(args.run, args.temperature)))
+        policies.append((f"trained ({args.run})", lambda: run_network(args.run)))
     mode = "greedy" if args.temperature <= 0 else f"temperature {args.temperature}"
     print(f"# {args.env}: {args.episodes} held-out episodes, {mode}")
     for name, make in policies:
-        policy = make()
+        policy = LMPolicy(make(), args.temperature)
         started = time.perf_counter()
         records = play(policy, env, args.episodes, args.seed, deterministic=args.temperature <= 0)
         report(name, records, time.perf_counter() - started, args.samples, prefix)

@@ -214,10 +214,7 @@ class LMActorCritic(nn.Module):
         """
         if context is not None:
             hidden, logits = self.core.encode_at(*self._transcript(context, actions))
-            log_probs = torch.log_softmax(logits, dim=-1)
-            entropies = -(log_probs.exp() * log_probs).sum(-1)
-            chosen = log_probs.gather(-1, actions.T.to(log_probs.device).long().unsqueeze(-1)).squeeze(-1)
-            return EpisodeEvaluation(chosen.T, entropies.T, self.values(hidden).T)
+            return self._evaluation(hidden, logits, actions.T.to(logits.device).long())
         input_ids, attention_mask = self._sequences(first_obs, actions, valid)
         return self.evaluate_sequences(input_ids, attention_mask, input_ids.shape[1] - actions.shape[0])
 
@@ -272,6 +269,10 @@ class LMActorCritic(nn.Module):
         input_ids, attention_mask = input_ids.to(self.core.device), attention_mask.to(self.core.device).long()
         tokens = response_tokens(input_ids, response_start, self.core.num_actions)
         hidden, logits = self.core.encode(input_ids[:, :-1], attention_mask[:, :-1], response_start - 1)
+        return self._evaluation(hidden, logits, tokens)
+
+    def _evaluation(self, hidden: Tensor, logits: Tensor, tokens: Tensor) -> EpisodeEvaluation:
+        """Log-probs of ``tokens``, entropies and values, time-major. Shapes: (B, T, ...) -> (T, B)."""
         log_probs = torch.log_softmax(logits, dim=-1)
         entropies = -(log_probs.exp() * log_probs).sum(-1)
         chosen = log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)

@@ -68,6 +68,7 @@ class ReviewQATask:
         heldout_fraction: share of the quotable reviews kept for the held-out split.
         encoder: the sentence encoder (default MiniLM).
         search_k: reviews a search returns.
+        rows: the (text, label) reviews to use instead of the shipped snippets.
     """
 
     actions = ("search",)

@@ -283,9 +283,10 @@ class ShopTask:
                     "JOIN items i ON i.id = l.item_id GROUP BY l.order_id"
                 ).fetchall()
             )
-        names = [row[3] for row in {row[0]: row for row in rows}.values()]
+        orders = list({row[0]: row for row in rows}.values())  # one row per order (its first line)
+        names = [row[3] for row in orders]
         unique_name = {name for name in names if names.count(name) == 1}
-        dates = [(row[4], row[1]) for row in {row[0]: row for row in rows}.values()]
+        dates = [(row[4], row[1]) for row in orders]
         truth: Any
         if kind == "return":
             choices = [r for r in rows if r[2] == "delivered" and r[3] in unique_name]
@@ -295,14 +296,12 @@ class ShopTask:
             message = f"Hi, I'm {name}. I want to return the {item} from my order of {placed}."
             truth = (order_id, item)
         elif kind == "status":
-            orders = [r for r in {row[0]: row for row in rows}.values() if dates.count((r[4], r[1])) == 1]
-            orders = orders or list({row[0]: row for row in rows}.values())
-            order_id, placed, status, name, email, city, _ = orders[int(rng.integers(len(orders)))]
+            choices = [r for r in orders if dates.count((r[4], r[1])) == 1] or orders
+            order_id, placed, status, name, email, city, _ = choices[int(rng.integers(len(choices)))]
             customer = Customer(name, email, city, order_id, placed, knows_order_id=False)
             message = f"Hello, my email is {email}. What is the status of my order from {placed}?"
             truth = status
         elif kind == "total":
-            orders = list({row[0]: row for row in rows}.values())
             order_id, placed, _, name, email, city, _ = orders[int(rng.integers(len(orders)))]
             customer = Customer(name, email, city, order_id, placed, knows_order_id=True)
             message = f"Hi, this is {name} ({email}). What was the total of order {order_id}, in dollars?"
