@@ -159,6 +159,16 @@ def test_tictactoe_env_prints_plies_per_second_and_the_opponent_ratio():
     assert "random / perfect opponent" in out
 
 
+def test_tictactoe_vs_sb3_times_both_learners_to_the_threshold():
+    pytest.importorskip("sb3_contrib")
+    # a near-random policy wins about 58 % as X against random: both reach 30 % at the first check
+    out = run_module(
+        "benchmarks.tictactoe_vs_sb3", "--threshold", "0.3", "--games", "100", "--check-every", "0.5"
+    )
+    assert "rlenv PPO (preset)" in out and "SB3 MaskablePPO" in out
+    assert "SB3 time / our time:" in out
+
+
 def test_plies_per_step_counts_the_marks_placed():
     from benchmarks.tictactoe_env import plies_per_step
 

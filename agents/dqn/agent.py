@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from agents.core import distributed
 from agents.core.base import Observation, PolicyStep, Rollout, batch_size, masked_logits, move_observation
 from agents.core.replay import ReplayBatch, ReplayBuffer, flatten_rollout
+from agents.core.schedule import ScheduleFactory, load_schedule
 
 NetworkFactory = Callable[[gymnasium.Space, gymnasium.Space], nn.Module]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -234,6 +235,8 @@ class DQNAgent(_EpsilonGreedyAgent):
         network: factory ``(observation_space, action_space) -> module`` with
             ``forward(obs) -> q (B, A)``, or a built module.
         optimizer: factory ``params -> torch.optim.Optimizer``.
+        lr_schedule: factory ``optimizer -> LRScheduler``, stepped once per :meth:`learn` call
+            from the first gradient step on (``None``: a constant learning rate).
         device: where the networks, the replay buffer and learning live.
         rollout_steps: env steps per env collected before each :meth:`learn` call.
         gamma: discount in [0, 1].
@@ -269,6 +272,7 @@ class DQNAgent(_EpsilonGreedyAgent):
         *,
         network: NetworkFactory | nn.Module,
         optimizer: OptimizerFactory,
+        lr_schedule: ScheduleFactory | None = None,
         device: torch.device | str = "cpu",
         rollout_steps: int = 1,
         gamma: float = 0.99,
@@ -319,6 +323,7 @@ class DQNAgent(_EpsilonGreedyAgent):
         self.q_network = built.to(self.device)
         self.target_network = copy.deepcopy(self.q_network).requires_grad_(False)
         self.optimizer = optimizer([p for p in self.q_network.parameters() if p.requires_grad])
+        self.lr_schedule = lr_schedule(self.optimizer) if lr_schedule is not None else None
         self.replay = ReplayBuffer(buffer_size, self.device, store_action_masks)
         self.learn_calls = 0
         self.updates = 0
@@ -328,7 +333,7 @@ class DQNAgent(_EpsilonGreedyAgent):
 
     def _freeze(self) -> None:
         self.q_network = copy.deepcopy(self.q_network).requires_grad_(False)
-        del self.target_network, self.optimizer, self.replay
+        del self.target_network, self.optimizer, self.replay, self.lr_schedule
 
     def learn(self, rollout: Rollout) -> dict[str, float]:
         """Store the rollout's transitions, then train if it is time to."""
@@ -337,8 +342,18 @@ class DQNAgent(_EpsilonGreedyAgent):
         self.learn_calls += 1
         metrics = {"charts/epsilon": self.epsilon, "diag/buffer_size": float(len(self.replay))}
         due = self.learn_calls % self.train_frequency == 0 and self.gradient_steps > 0
-        if not due or self.env_steps < self.learning_starts:
+        if self.lr_schedule is not None:
+            metrics["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        if self.env_steps < self.learning_starts:
             return metrics
+        if due:
+            metrics |= self._gradient_phase()
+        if self.lr_schedule is not None and self.updates:
+            self.lr_schedule.step()
+        return metrics
+
+    def _gradient_phase(self) -> dict[str, float]:
+        """``gradient_steps`` TD steps on fresh minibatches; their mean loss and Q(s, a)."""
         losses, q_means = [], []
         for _ in range(self.gradient_steps):
             batch = self.replay.sample(self.batch_size, self.generator)
@@ -347,9 +362,10 @@ class DQNAgent(_EpsilonGreedyAgent):
             loss, q_mean = self.update(batch)
             losses.append(loss)
             q_means.append(q_mean)
-        metrics["loss/td"] = torch.stack(losses).mean().item()
-        metrics["diag/q_mean"] = torch.stack(q_means).mean().item()
-        return metrics
+        return {
+            "loss/td": torch.stack(losses).mean().item(),
+            "diag/q_mean": torch.stack(q_means).mean().item(),
+        }
 
     def update(self, batch: ReplayBatch) -> tuple[Tensor, Tensor]:
         """One gradient step on ``batch``; returns the detached loss and mean Q(s, a)."""
@@ -387,12 +403,14 @@ class DQNAgent(_EpsilonGreedyAgent):
             "optimizer": self.optimizer.state_dict(),
             "replay": self.replay.state_dict(),
             "counters": {**self._counters(), "learn_calls": self.learn_calls, "updates": self.updates},
-        }
+        } | ({} if self.lr_schedule is None else {"lr_schedule": self.lr_schedule.state_dict()})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.q_network.load_state_dict(state["q_network"])
         self.target_network.load_state_dict(state["target_network"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_schedule is not None and "lr_schedule" in state:
+            load_schedule(self.lr_schedule, state["lr_schedule"])
         self.replay.load_state_dict(state["replay"])
         self._load_counters(state["counters"])
         self.learn_calls = int(state["counters"]["learn_calls"])

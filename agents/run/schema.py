@@ -207,6 +207,7 @@ class DQNConfig(EpsilonGreedyConfig):
     _target_: str = "agents.dqn.agent.DQNAgent"
     network: Any = MISSING
     optimizer: Any = MISSING
+    lr_schedule: Any = None
     buffer_size: int = checked(check=at_least(1))
     batch_size: int = checked(check=at_least(1))
     learning_starts: int = checked(check=at_least(0))

@@ -108,6 +108,11 @@ def text_rollouts(count: int) -> list[Rollout]:
     for rollout in rollouts:  # behaviour log-probs away from the reference's: a KL for the controller
         shift = torch.rand(rollout.log_probs.shape, generator=generator) * torch.arange(8) / 4
         rollout.log_probs = rollout.log_probs + shift
+        # rewards on every episode: with none sampled (and a critic that starts at 0) the first
+        # gradient would be the rounding noise of the KL term at pi = pi_ref, which Adam's first
+        # step blows up to full-size steps in a direction that differs with the batch's split
+        noise = torch.randn(rollout.rewards.shape, generator=generator)
+        rollout.rewards = rollout.rewards + torch.where(rollout.valid_mask, noise, 0.0)
     return rollouts
 
 

@@ -299,6 +299,19 @@ def test_dqn_state_dict_round_trip_resumes_identically():
         assert torch.equal(stored, results[1][3][name]), name
 
 
+def test_dqn_learning_rate_schedule_starts_with_learning_and_resumes():
+    decay = partial(torch.optim.lr_scheduler.LinearLR, start_factor=1.0, end_factor=0.0, total_iters=4)
+    agent = mlp_dqn(seed=0, lr_schedule=decay)  # 6 transitions per rollout: learns from the 2nd call
+    rates = [agent.learn(random_rollout(seed))["charts/learning_rate"] for seed in range(4)]
+    assert rates == pytest.approx([1e-2, 1e-2, 7.5e-3, 5e-3]), "no decay before the first gradient step"
+    restored = mlp_dqn(seed=1, lr_schedule=decay)
+    restored.load_state_dict(copy.deepcopy(agent.state_dict()))
+    for resumed in (agent, restored):
+        assert [resumed.learn(random_rollout(seed))["charts/learning_rate"] for seed in (4, 5, 6)] == (
+            pytest.approx([2.5e-3, 0.0, 0.0])
+        )
+
+
 def chain_agent(**overrides) -> TabularQAgent:
     kwargs = dict(gamma=0.9, learning_rate=0.5, epsilon_start=1.0, epsilon_end=0.3, epsilon_decay_steps=2000)
     return TabularQAgent(spaces.Discrete(3), spaces.Discrete(2), **{**kwargs, **overrides})
