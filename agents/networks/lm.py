@@ -132,11 +132,20 @@ def weights_version(module: nn.Module) -> int:
 
 
 def _through_cache(network: LMActorCritic | LMQNetwork) -> None:
-    """Drop the network's KV cache if its trainable weights changed since it was filled."""
-    version = weights_version(network)
+    """Drop the network's KV cache if its trainable weights changed since it was filled.
+
+    The trainable parameters are listed once per filled cache (walking every module of a
+    language model at each token costs several percent of a rollout); the list is taken again
+    whenever the cache is dropped, so a parameter made trainable later counts from then on.
+    """
+    trainable = network.__dict__.get("_trainable")
+    if trainable is None:
+        trainable = [p for p in network.parameters() if p.requires_grad]
+        network.__dict__["_trainable"] = trainable
+    version = sum(p._version for p in trainable)
     if network.cache_version != version:
         network.reset_cache()
-        network.cache_version = version
+        network.cache_version = weights_version(network)
 
 
 class LMActorCritic(nn.Module):
@@ -192,6 +201,7 @@ class LMActorCritic(nn.Module):
 
     def reset_cache(self) -> None:
         self.core.context.reset()
+        self.__dict__.pop("_trainable", None)
 
     def episode_context(self, rollout: Any) -> dict[str, Tensor] | None:
         """What scoring a rollout's episodes needs beyond their first windows and actions: for
@@ -345,3 +355,4 @@ class LMQNetwork(nn.Module):
 
     def reset_cache(self) -> None:
         self.core.context.reset()
+        self.__dict__.pop("_trainable", None)
