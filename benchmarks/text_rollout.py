@@ -11,8 +11,8 @@ produce ``batch * new_tokens`` tokens.
 
 Prints, per batch and length: tokens/s of each path and their ratio (target >= 1.0x
 ``generate``), how time grows with length (2x tokens: target at most 2.2x time), and the
-peak resident memory of each path (each measured once in a fresh child process, above the
-memory the loaded model already takes), plus the parameter memory of a LoRA-shared reference
+peak resident memory of the process while each path runs (in a fresh child process each, after
+a first run has made the memory-mapped weights resident), plus the parameter memory of a LoRA-shared reference
 against two full copies.
 
     python -m benchmarks.text_rollout --batch 1 16 64 --new-tokens 24 48 96 --threads 2
@@ -126,12 +126,14 @@ def reset_peak() -> bool:
 
 
 def probe(model: str, batch: int, new_tokens: int, path: str) -> dict[str, float]:
-    """Peak resident memory of one run of ``path`` above the memory of the built env and model.
+    """Peak resident memory of the process during a second run of ``path`` (after a first has
+    made the memory-mapped weights resident), and how far above the resident memory before it.
 
     Where the peak mark cannot be reset (not Linux), the peak of the whole process is used, so
     the number is an upper bound that includes loading the model.
     """
     runs = runners(model, batch, new_tokens)
+    runs[path]()  # the weights are memory-mapped: the first pass makes them resident
     resident = _status_mib("VmRSS")
     if not reset_peak() or resident is None:
         resident = 0.0
@@ -213,11 +215,11 @@ def main(argv: list[str] | None = None) -> None:
             ratio = {name: seconds[batch, long][name] / seconds[batch, short][name] for name in PATHS}
             print(f"| {batch} | {long} / {short} | {ratio['env']:.2f}x | {ratio['generate']:.2f}x |")
     if not args.no_memory:
-        print(f"\nPeak resident memory above the loaded model and env, {lengths[-1]} new tokens (MiB):")
+        print(f"\nPeak resident memory of the process during a run, {lengths[-1]} new tokens (MiB, weights included):")
         print("\n| batch | generate | env |\n|---|---|---|")
         for batch in args.batch:
             added = {
-                path: probe_in_child(args.model, batch, lengths[-1], path, args.threads)["added_mib"]
+                path: probe_in_child(args.model, batch, lengths[-1], path, args.threads)["peak_mib"]
                 for path in PATHS
             }
             print(f"| {batch} | {added['generate']:.0f} | {added['env']:.0f} |")

@@ -23,10 +23,10 @@ from typing import Any
 import gymnasium
 import torch
 from torch import Tensor, nn
-from torch.distributions import Categorical
 
 from agents.core import distributed
 from agents.core.base import Observation, PolicyStep, Rollout, move_observation, take_rows
+from agents.core.sampling import sample_actions
 from agents.core.schedule import ScheduleFactory, load_schedule
 from agents.gae import gae
 from agents.networks.mlp import ActorCriticMLP
@@ -227,15 +227,14 @@ class PPOAgent:
         logits, _ = self._outputs(obs, action_mask)
         if deterministic:
             return logits.argmax(dim=-1)
-        return Categorical(logits=logits, validate_args=False).sample()
+        return sample_actions(logits)[0]
 
     @torch.no_grad()
     def explore(self, obs: Observation, action_mask: Tensor | None = None) -> PolicyStep:
         """Sampled actions (B,) with their log-probabilities (B,) and state values (B,)."""
         logits, values = self._outputs(obs, action_mask)
-        policy = Categorical(logits=logits, validate_args=False)
-        actions = policy.sample()
-        return PolicyStep(actions=actions, log_probs=policy.log_prob(actions), values=values)
+        actions, log_probs = sample_actions(logits)
+        return PolicyStep(actions=actions, log_probs=log_probs, values=values)
 
     def learn(self, rollout: Rollout) -> dict[str, float]:
         """One PPO update from a time-major rollout; returns ``loss/*``, ``diag/*`` (and KL) metrics."""
