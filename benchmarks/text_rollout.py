@@ -11,9 +11,9 @@ produce ``batch * new_tokens`` tokens.
 
 Prints, per batch and length: tokens/s of each path and their ratio (target >= 1.0x
 ``generate``), how time grows with length (2x tokens: target at most 2.2x time), and the
-peak resident memory of the process while each path runs (in a fresh child process each, after
-a first run has made the memory-mapped weights resident), plus the parameter memory of a LoRA-shared reference
-against two full copies.
+peak resident memory of the process while each path runs (in a fresh child process each,
+after a first run has made the memory-mapped weights resident), plus the parameter memory of
+a LoRA-shared reference against two full copies.
 
     python -m benchmarks.text_rollout --batch 1 16 64 --new-tokens 24 48 96 --threads 2
 """
@@ -144,7 +144,9 @@ def probe(model: str, batch: int, new_tokens: int, path: str) -> dict[str, float
     return {"resident_mib": resident, "peak_mib": peak, "added_mib": peak - resident}
 
 
-def probe_in_child(model: str, batch: int, new_tokens: int, path: str, threads: int | None) -> dict[str, float]:
+def probe_in_child(
+    model: str, batch: int, new_tokens: int, path: str, threads: int | None
+) -> dict[str, float]:
     command = [sys.executable, "-m", "benchmarks.text_rollout", "--model", model, "--probe", path]
     command += ["--batch", str(batch), "--new-tokens", str(new_tokens)]
     if threads:
@@ -211,11 +213,14 @@ def main(argv: list[str] | None = None) -> None:
         )
     print("\n| batch | tokens | env time ratio | generate time ratio |\n|---|---|---|---|")
     for batch in args.batch:
-        for short, long in zip(lengths, lengths[1:]):
+        for short, long in zip(lengths, lengths[1:], strict=False):
             ratio = {name: seconds[batch, long][name] / seconds[batch, short][name] for name in PATHS}
             print(f"| {batch} | {long} / {short} | {ratio['env']:.2f}x | {ratio['generate']:.2f}x |")
     if not args.no_memory:
-        print(f"\nPeak resident memory of the process during a run, {lengths[-1]} new tokens (MiB, weights included):")
+        print(
+            f"\nPeak resident memory of the process during a run, {lengths[-1]} new tokens "
+            "(MiB, weights included):"
+        )
         print("\n| batch | generate | env |\n|---|---|---|")
         for batch in args.batch:
             added = {
