@@ -126,26 +126,20 @@ def episode_transcripts(obs: Any, next_obs: Any, actions: Tensor, valid: Tensor)
     return {"input_ids": final_ids, "attention_mask": final_mask, "columns": columns.T.contiguous()}
 
 
-def weights_version(module: nn.Module) -> int:
-    """A number that changes whenever a trainable parameter is modified in place."""
-    return sum(p._version for p in module.parameters() if p.requires_grad)
-
-
 def _through_cache(network: LMActorCritic | LMQNetwork) -> None:
     """Drop the network's KV cache if its trainable weights changed since it was filled.
 
-    The trainable parameters are listed once per filled cache (walking every module of a
-    language model at each token costs several percent of a rollout); the list is taken again
-    whenever the cache is dropped, so a parameter made trainable later counts from then on.
+    A change shows as a new sum of the trainable parameters' in-place versions. The parameters
+    are listed once per filled cache (walking every module of a language model at each token
+    costs several percent of a rollout) and again whenever the cache is dropped, so a
+    parameter made trainable later counts from then on.
     """
     trainable = network.__dict__.get("_trainable")
-    if trainable is None:
-        trainable = [p for p in network.parameters() if p.requires_grad]
-        network.__dict__["_trainable"] = trainable
-    version = sum(p._version for p in trainable)
-    if network.cache_version != version:
+    if trainable is None or network.cache_version != sum(p._version for p in trainable):
         network.reset_cache()
-        network.cache_version = weights_version(network)
+        trainable = [p for p in network.parameters() if p.requires_grad]
+        network.cache_version = sum(p._version for p in trainable)
+        network.__dict__["_trainable"] = trainable
 
 
 class LMActorCritic(nn.Module):
