@@ -43,6 +43,7 @@ from agents.ppo.kl import (
 from agents.ppo.loss import PPOLossTerms, explained_variance, logit_spread, ppo_loss, ppo_update
 
 ADVANTAGES = ("gae", "grpo", "rloo")
+GROUP_BASELINES = ("episode", "step")
 NetworkFactory = Callable[[gymnasium.Space, gymnasium.Space], nn.Module]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -122,6 +123,12 @@ class PPOAgent:
             Groups are ``group_size`` consecutive rows of a rollout of whole episodes (an env
             that gives each group one prompt, e.g. the text env's ``group_size``).
         group_size: episodes per group (>= 2 for ``grpo``/``rloo``; divides the number of envs).
+        group_baseline: what ``grpo``/``rloo`` subtract from the return-to-go ``G_t`` (discounted
+            by ``gamma``): ``"episode"``, the group's whole-episode returns ``G_0`` at every step
+            (the usual form, for a reward at the end); ``"step"``, the group's returns-to-go at
+            the same step ``t``, over the episodes still running there (for dense rewards, e.g.
+            the text env's ``reward_shaping=potential``: each token is judged by what follows it
+            against what followed the same position in the other completions of its prompt).
         kl_ceiling: bound the KL inside each update (:mod:`agents.ppo.kl`, "The ceiling"): a
             minibatch on which the policy's estimated KL to the reference exceeds
             ``kl_ceiling * kl.target`` nats per completion takes a step that descends that KL
@@ -165,12 +172,14 @@ class PPOAgent:
         advantage: str = "gae",
         group_size: int = 1,
         kl_ceiling: float | None = None,
+        group_baseline: str = "episode",
     ) -> None:
         _check_settings(rollout_steps, num_epochs, num_minibatches, gamma, gae_lambda, clip_coef)
         for name, value, valid in (
             ("kl_estimator", kl_estimator, KL_ESTIMATORS),
             ("kl_placement", kl_placement, KL_PLACEMENTS),
             ("advantage", advantage, ADVANTAGES),
+            ("group_baseline", group_baseline, GROUP_BASELINES),
         ):
             if value not in valid:
                 raise ValueError(f"{name}={value!r} is not one of {list(valid)}")
@@ -207,6 +216,7 @@ class PPOAgent:
         self.bootstrap_truncated = bool(bootstrap_truncated)
         self.kl_estimator, self.kl_placement = kl_estimator, kl_placement
         self.advantage, self.group_size = advantage, int(group_size)
+        self.group_baseline = group_baseline
         self.updates = 0
         self.env_steps = 0
 
@@ -334,8 +344,10 @@ class PPOAgent:
         """Group-relative advantages without a critic (``grpo``, ``rloo``).
 
         Returns-to-go ``G_t`` come from the one GAE with zero values and lambda 1; each
-        episode's baseline is its group's mean return (``grpo``, then divided by the group's
-        standard deviation) or the mean return of the group's other episodes (``rloo``).
+        episode's baseline is its group's mean return (``grpo``, then divided by the standard
+        deviation of the group's episode returns) or the mean return of the group's other
+        episodes (``rloo``): whole-episode returns, or with ``group_baseline="step"`` the
+        returns-to-go at the same step.
         """
         if not rollout.whole_episodes:
             raise ValueError(
@@ -350,14 +362,20 @@ class PPOAgent:
         _, returns = gae(rewards, zeros, zeros, rollout.done, rollout.done, self.gamma, 1.0)
         returns = torch.where(valid, returns, 0.0)
         episode = returns[0].view(-1, size)  # (groups, size): every row is valid at its first step
-        total = episode.sum(dim=1, keepdim=True)
-        if self.advantage == "rloo":
-            baseline = (total - episode) / (size - 1)
-            scale = torch.ones_like(episode)
+        if self.group_baseline == "step":  # (T, groups, size): each step against the same step
+            steps, members = returns.view(returns.shape[0], -1, size), valid.view(valid.shape[0], -1, size)
         else:
-            baseline = episode.mean(dim=1, keepdim=True).expand_as(episode)
+            steps, members = episode.unsqueeze(0), torch.ones_like(episode, dtype=torch.bool).unsqueeze(0)
+        count = members.sum(dim=2, keepdim=True)
+        total = steps.sum(dim=2, keepdim=True)
+        if self.advantage == "rloo":  # the others' mean (a row alone at its step: no baseline)
+            baseline = torch.where(members, total - steps, 0.0) / (count - members.long()).clamp(min=1)
+            scale = torch.ones_like(episode)
+        else:  # the group's mean, over the spread of its whole-episode returns
+            baseline = (total / count.clamp(min=1)).expand_as(steps)
             scale = episode.std(dim=1, keepdim=True).expand_as(episode) + 1e-4
-        advantages = (returns - baseline.reshape(1, -1)) / scale.reshape(1, -1)
+        baseline = baseline.reshape(baseline.shape[0], -1)
+        advantages = (returns - baseline) / scale.reshape(1, -1)
         return torch.where(valid, advantages, 0.0), returns
 
     @torch.no_grad()

@@ -186,6 +186,7 @@ class PPOConfig:
     advantage: str = checked("gae", one_of("gae", "grpo", "rloo"))
     group_size: int = checked(1, at_least(1))
     kl_ceiling: float | None = checked(None, optional(positive, "no ceiling"))
+    group_baseline: str = checked("episode", one_of("episode", "step"))
 
 
 @dataclass

@@ -139,6 +139,53 @@ def test_group_relative_advantages(kind):
         PPOAgent(gymnasium.spaces.Box(-1, 1, (1,)), gymnasium.spaces.Discrete(2), advantage=kind)
 
 
+def _group_agent(kind: str, baseline: str, gamma: float = 1.0) -> PPOAgent:
+    import gymnasium
+
+    return PPOAgent(
+        gymnasium.spaces.Box(-1, 1, (1,)),
+        gymnasium.spaces.Discrete(2),
+        advantage=kind,
+        group_size=2,
+        gamma=gamma,
+        group_baseline=baseline,
+    )
+
+
+@pytest.mark.parametrize("kind", ["grpo", "rloo"])
+def test_step_baseline_equals_the_episode_baseline_for_a_reward_at_the_end(kind):
+    torch.manual_seed(0)
+    rewards = torch.zeros(5, 6)
+    rewards[-1] = torch.randn(6)
+    rollout = _rollout(rewards)
+    episode, _ = _group_agent(kind, "episode")._group_advantages(rollout, rewards)
+    step, _ = _group_agent(kind, "step")._group_advantages(rollout, rewards)
+    assert torch.allclose(episode, step)
+
+
+@pytest.mark.parametrize("kind", ["grpo", "rloo"])
+def test_step_baseline_judges_each_token_by_what_follows_it(kind):
+    # dense rewards, gamma 0.5: G_t = r_t + 0.5 G_{t+1}; one group of two rows, then a second
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0], [0.0, 2.0, 0.0, 0.0]])
+    rollout = _rollout(rewards)
+    rollout.valid[2, 3] = False  # row 3 ended after two steps: alone at its group's last step
+    rollout.terminated[1, 3] = True
+    advantages, returns = _group_agent(kind, "step", gamma=0.5)._group_advantages(rollout, rewards)
+    assert returns[:, 0].tolist() == [1.0, 0.0, 0.0] and returns[:, 1].tolist() == [0.5, 1.0, 2.0]
+    # row 0 earns its token-0 reward, row 1 the tokens that led to its reward
+    if kind == "rloo":
+        assert advantages[:, 0].tolist() == [0.5, -1.0, -2.0]
+        assert advantages[:, 1].tolist() == [-0.5, 1.0, 2.0]
+        assert advantages[:, 2].tolist() == [1.0, 2.0, 0.0]  # alone at its last step: its own return (0)
+        assert advantages[2, 3].item() == 0.0  # past its end
+    else:
+        scale = torch.tensor([1.0, 0.5]).std().item() + 1e-4  # the spread of the episode returns
+        assert advantages[:, 0].tolist() == pytest.approx([0.25 / scale, -0.5 / scale, -1.0 / scale])
+        assert advantages[:, 1].tolist() == pytest.approx([-0.25 / scale, 0.5 / scale, 1.0 / scale])
+    with pytest.raises(ValueError, match="group_baseline"):
+        _group_agent(kind, "token")
+
+
 def test_text_env_gives_each_group_one_prompt():
     env = make_env(num_envs=6, group_size=3)
     env.reset(seed=0)
