@@ -11,6 +11,7 @@ base model summed over each sampled completion (k1, nats per completion), and it
     python -m benchmarks.rlhf_kl_budget --targets 1 --minutes 10.5
     python -m benchmarks.rlhf_kl_budget --targets 0.5 1 2 4 --variants gae grpo
     python -m benchmarks.rlhf_kl_budget --model tiny --minutes 0.2 --targets 1   # smoke
+    python -m benchmarks.rlhf_kl_budget --bound 16 --targets 0.5 1 2   # what the optimum gains
 """
 
 from __future__ import annotations
@@ -50,40 +51,103 @@ def write_prompts(path: Path, prompts: list[str]) -> Path:
     return path
 
 
-def evaluate(run_dir: Path | None, model: str, prompts: list[str], new_tokens: int, seed: int) -> dict:
-    """Sampled completions of ``prompts`` (temperature 1) from the run's policy (base if None)."""
-    import torch
+def _base_network(model: str, tokenizer):
+    import gymnasium
 
-    from agents import load_agent
     from agents.networks.lm import LMActorCritic
+
+    spaces = gymnasium.spaces.Dict(
+        {
+            "input_ids": gymnasium.spaces.Box(0, len(tokenizer) - 1, (96,), dtype="int64"),
+            "attention_mask": gymnasium.spaces.Box(0, 1, (96,), dtype="int64"),
+        }
+    )
+    return LMActorCritic(spaces, gymnasium.spaces.Discrete(len(tokenizer)), model=model)
+
+
+def _sample(network, tokenizer, prompts: list[str], new_tokens: int, batch_size: int, seed: int):
     from agents.rlhf import sample_and_measure
-    from rlenv.text.tokenizers import load_tokenizer
 
-    torch.set_num_threads(2)
-    tokenizer = load_tokenizer(model)
-    if run_dir is None:
-        import gymnasium
-
-        spaces = gymnasium.spaces.Dict(
-            {
-                "input_ids": gymnasium.spaces.Box(0, len(tokenizer) - 1, (96,), dtype="int64"),
-                "attention_mask": gymnasium.spaces.Box(0, 1, (96,), dtype="int64"),
-            }
-        )
-        network = LMActorCritic(spaces, gymnasium.spaces.Discrete(len(tokenizer)), model=model)
-    else:
-        network = load_agent(run_dir).network
     core = network.core
-    completions, kls, lengths = sample_and_measure(
+    return sample_and_measure(
         core.policy_lm,
         lambda: core.using(reference=True),
         tokenizer,
         prompts,
         max_new_tokens=new_tokens,
-        batch_size=32,
+        batch_size=batch_size,
         seed=seed,
     )
+
+
+def evaluate(run_dir: Path | None, model: str, prompts: list[str], new_tokens: int, seed: int) -> dict:
+    """Sampled completions of ``prompts`` (temperature 1) from the run's policy (base if None)."""
+    import torch
+
+    from agents import load_agent
+    from rlenv.text.tokenizers import load_tokenizer
+
+    torch.set_num_threads(2)
+    tokenizer = load_tokenizer(model)
+    network = _base_network(model, tokenizer) if run_dir is None else load_agent(run_dir).network
+    completions, kls, lengths = _sample(network, tokenizer, prompts, new_tokens, 32, seed)
     return report(prompts, completions, kls, lengths)
+
+
+def tilted_gains(scores, targets: list[float]) -> dict[float, tuple[float, float]]:
+    """What the best policy could gain at each KL, per prompt, on the base model's samples.
+
+    ``scores`` (prompts, n): n base-model samples per prompt. The KL-regularised optimum is the
+    base distribution tilted by ``exp(score / beta)``; over the n samples its weights are a
+    softmax of ``score / beta`` and its KL to the base ``sum w log(n w)``. For each target KL
+    (nats per completion) ``1/beta`` is found by bisection; returns ``{target: (gain, kl)}``,
+    the gain of the tilted mean score over the base mean (an estimate from n samples: at most
+    ``log n`` nats can be reached).
+    """
+    import torch
+
+    n = scores.shape[1]
+
+    def at(inverse_beta: float) -> tuple[float, float]:
+        weights = torch.softmax(scores * inverse_beta, dim=1)
+        kl = float((weights * torch.log(weights * n + 1e-30)).sum(dim=1).mean())
+        return float((weights * scores).sum(dim=1).mean() - scores.mean()), kl
+
+    out = {}
+    for target in targets:
+        low, high = 0.0, 1000.0
+        if at(high)[1] < target:
+            out[target] = at(high)
+            continue
+        for _ in range(60):
+            middle = (low + high) / 2
+            low, high = (middle, high) if at(middle)[1] < target else (low, middle)
+        out[target] = at(high)
+    return out
+
+
+def bound(model: str, prompts: list[str], new_tokens: int, samples: int, seed: int, targets: list[float]) -> None:
+    """Print the tilted optimum's gain at each target KL, and best-of-n, from ``samples``
+    base-model completions per held-out prompt."""
+    import math
+
+    import torch
+
+    from rlenv.text.scores import SCORES
+    from rlenv.text.tokenizers import load_tokenizer
+
+    torch.set_num_threads(2)
+    tokenizer = load_tokenizer(model)
+    network = _base_network(model, tokenizer)
+    completions, _, _ = _sample(network, tokenizer, prompts * samples, new_tokens, 64, seed)
+    scores = torch.tensor(SCORES["sentiment"].fn(completions).tolist()).view(samples, len(prompts)).T
+    print(f"base samples: {samples} per prompt, mean VADER {scores.mean():.3f}, std {scores.std():.3f}")
+    for target, (gain, kl) in tilted_gains(scores, targets).items():
+        print(f"tilted optimum at KL {target:g}: gain {gain:+.3f} (KL {kl:.2f})")
+    for n in (2, 4, 6, 8, 16, 32):
+        if n <= samples:
+            gain = float(scores[:, :n].max(dim=1).values.mean() - scores.mean())
+            print(f"best-of-{n}: KL {math.log(n) - (n - 1) / n:.2f}, gain {gain:+.3f}")
 
 
 def report(prompts: list[str], completions: list[str], kls: list[float], lengths: list[float]) -> dict:
@@ -160,9 +224,20 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0, help="sampling seed of the evaluation")
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temp dir)")
+    parser.add_argument(
+        "--bound",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of training: N base samples per held-out prompt, and the gain of the tilted "
+        "optimum at each --targets KL (what any policy could reach there) and of best-of-n",
+    )
     parser.add_argument("overrides", nargs="*", help="extra overrides for agents.train (after --)")
     args = parser.parse_args()
     train_prompts, heldout = prompt_split()
+    if args.bound:
+        bound(args.model, heldout, args.new_tokens, args.bound, args.seed + 1, args.targets)
+        return
     work = args.out or Path(tempfile.mkdtemp(prefix="rlhf_kl_"))
     work.mkdir(parents=True, exist_ok=True)
     train_file = write_prompts(work / "train_prompts.jsonl", train_prompts)

@@ -253,3 +253,27 @@ def test_shared_prefix_prints_the_speed_up_and_an_exact_match_with_the_tiny_mode
     assert "| shared prefix once |" in out and "| each row whole |" in out
     difference = float(out.rsplit("largest log-prob difference: ", 1)[1].split()[0])
     assert difference < 1e-4
+
+
+def test_tilted_gains_reach_each_target_kl_and_grow_with_it():
+    import torch
+
+    from benchmarks.rlhf_kl_budget import tilted_gains
+
+    torch.manual_seed(0)
+    scores = torch.rand(8, 16)
+    gains = tilted_gains(scores, [0.1, 0.5, 1.0, 10.0])
+    for target in (0.1, 0.5, 1.0):
+        assert gains[target][1] == pytest.approx(target, abs=1e-3)
+    assert 0 < gains[0.1][0] < gains[0.5][0] < gains[1.0][0]
+    best = float(scores.max(dim=1).values.mean() - scores.mean())
+    assert gains[10.0][0] == pytest.approx(best, abs=1e-3)  # past log 16 nats: the best sample
+    flat = tilted_gains(torch.ones(4, 16), [1.0])[1.0]
+    assert flat[0] == pytest.approx(0.0) and flat[1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_rlhf_kl_budget_bound_runs_with_the_tiny_model():
+    out = run_module(
+        "benchmarks.rlhf_kl_budget", "--model", "tiny", "--bound", "2", "--new-tokens", "4", "--targets", "0.1"
+    )
+    assert "tilted optimum at KL 0.1" in out and "best-of-2" in out
