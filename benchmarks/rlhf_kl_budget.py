@@ -126,7 +126,9 @@ def tilted_gains(scores, targets: list[float]) -> dict[float, tuple[float, float
     return out
 
 
-def bound(model: str, prompts: list[str], new_tokens: int, samples: int, seed: int, targets: list[float]) -> None:
+def bound(
+    model: str, prompts: list[str], new_tokens: int, samples: int, seed: int, targets: list[float]
+) -> None:
     """Print the tilted optimum's gain at each target KL, and best-of-n, from ``samples``
     base-model completions per held-out prompt."""
     import math

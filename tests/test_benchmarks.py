@@ -274,6 +274,14 @@ def test_tilted_gains_reach_each_target_kl_and_grow_with_it():
 
 def test_rlhf_kl_budget_bound_runs_with_the_tiny_model():
     out = run_module(
-        "benchmarks.rlhf_kl_budget", "--model", "tiny", "--bound", "2", "--new-tokens", "4", "--targets", "0.1"
+        "benchmarks.rlhf_kl_budget",
+        "--model",
+        "tiny",
+        "--bound",
+        "2",
+        "--new-tokens",
+        "4",
+        "--targets",
+        "0.1",
     )
     assert "tilted optimum at KL 0.1" in out and "best-of-2" in out
