@@ -142,7 +142,8 @@ def bound(
     tokenizer = load_tokenizer(model)
     network = _base_network(model, tokenizer)
     completions, _, _ = _sample(network, tokenizer, prompts * samples, new_tokens, 64, seed)
-    scores = torch.tensor(SCORES["sentiment"].fn(completions).tolist()).view(samples, len(prompts)).T
+    scores = torch.as_tensor(SCORES["sentiment"].fn(completions), dtype=torch.float32)
+    scores = scores.view(samples, len(prompts)).T  # (prompts, samples)
     print(f"base samples: {samples} per prompt, mean VADER {scores.mean():.3f}, std {scores.std():.3f}")
     for target, (gain, kl) in tilted_gains(scores, targets).items():
         print(f"tilted optimum at KL {target:g}: gain {gain:+.3f} (KL {kl:.2f})")
@@ -232,7 +233,8 @@ def main() -> None:
         default=0,
         metavar="N",
         help="instead of training: N base samples per held-out prompt, and the gain of the tilted "
-        "optimum at each --targets KL (what any policy could reach there) and of best-of-n",
+        "optimum at each --targets KL (what any policy could reach there) and of best-of-n "
+        "(sampling seed --seed + 1)",
     )
     parser.add_argument("overrides", nargs="*", help="extra overrides for agents.train (after --)")
     args = parser.parse_args()
